@@ -1,0 +1,44 @@
+# The README's two set-up commands are `make demo` and `make test`; both build .venv from nothing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RAG := $(VENV)/bin/rag
+STAMP := $(VENV)/.installed
+QUESTION ?= What did the US urge Pakistan to do?
+
+.PHONY: install demo test test-fast eval bench lint clean
+
+install: $(STAMP)
+
+# torch is installed first and alone so that pip takes the pinned CPU wheel, never CUDA builds.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[dev,model]"
+	touch $(STAMP)
+
+demo: install
+	$(RAG) index eval/corpus
+	$(RAG) status
+	$(RAG) ask "$(QUESTION)"; test $$? -le 3
+
+test: install
+	$(PY) -m ruff check rag tests
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+eval: install
+	$(RAG) index eval/corpus --index eval/.index
+	$(RAG) eval eval/gold.jsonl --index eval/.index
+
+bench: install
+	$(PY) bench/bench.py
+
+lint: install
+	$(PY) -m ruff check rag tests
+
+clean:
+	rm -rf $(VENV) index/state-* index/CURRENT eval/.index eval/reports .pytest_cache

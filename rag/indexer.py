@@ -1,0 +1,167 @@
+"""`rag index`: scan -> diff against the published index by content hash -> chunk -> embed -> publish.
+
+Nothing is embedded for an unchanged article, and no model is loaded when nothing changed. An
+article whose file is gone is removed only when its folder is one of the roots being indexed
+now, so indexing folder B never drops what was indexed from folder A. A different embedder or
+chunker setting re-embeds every affected article from the text kept in the index.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rag import ingest
+from rag.chunking import chunk_text
+from rag.config import Settings
+from rag.embed import Embedder, SentenceTransformerEmbedder, TokenCounter, embedder_dir, embedder_identity
+from rag.errors import UsageError
+from rag.store import IndexWriter
+from rag.types import Article
+
+SPLITTER_VERSION = 1  # bump when rag.sentences or rag.chunking change how text is cut
+EMBED_BATCH = 256  # chunks handed to the embedder per progress step
+
+
+@dataclass
+class Summary:
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    reembedded: int = 0  # kept articles re-embedded because the embedder or chunker changed
+    chunks_embedded: int = 0
+    seconds: float = 0.0
+    articles: int = 0
+    chunks: int = 0
+    skipped_hidden: int = 0
+    skipped_unsupported: int = 0
+    problems: list[ingest.Problem] = field(default_factory=list)
+    removed_ids: list[str] = field(default_factory=list)
+
+
+def _root_of(path: Path) -> Path:
+    return path.resolve() if path.is_dir() else path.resolve().parent
+
+
+def _chunker_key(settings: Settings, embedder: dict) -> dict:
+    return {"chunk_tokens": settings.chunk_tokens, "chunk_overlap": settings.chunk_overlap,
+            "splitter": SPLITTER_VERSION, "tokenizer": embedder["fingerprint"]}
+
+
+def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
+                embedder: Embedder | None = None, counter=None,
+                progress: Callable[[int, int], None] | None = None) -> Summary:
+    """Bring the index at settings.index up to date with `paths`; returns what changed."""
+    started = time.monotonic()
+    summary = Summary()
+    scanned: list[tuple[Article, str]] = []  # (article, root)
+    seen: set[str] = set()
+    for p in paths:
+        scan = ingest.scan([p])
+        summary.problems += scan.problems
+        summary.skipped_hidden += scan.skipped_hidden
+        summary.skipped_unsupported += scan.skipped_unsupported
+        root = str(_root_of(Path(p))) if Path(p).exists() else ""
+        for article in scan.articles:
+            if article.doc_id in seen:
+                summary.problems.append(ingest.Problem(article.path or article.doc_id,
+                                                       f"duplicate doc id {article.doc_id}; kept the first"))
+                continue
+            seen.add(article.doc_id)
+            scanned.append((article, root))
+    if not scanned:
+        why = "; ".join(f"{p.path}: {p.reason}" for p in summary.problems[:3]) or "no articles found"
+        raise UsageError(f"nothing to index in {', '.join(paths)} ({why})",
+                         "give folders or .txt/.md/.json/.jsonl files with text")
+
+    model_dir = None if embedder is not None else embedder_dir(settings.embedder)
+    identity = embedder.identity if embedder is not None else embedder_identity(model_dir)
+    chunker = _chunker_key(settings, identity)
+    chunker_json = json.dumps(chunker, sort_keys=True)
+    roots = {root for _, root in scanned}
+
+    with IndexWriter(settings.index, settings.lock_timeout, rebuild=rebuild) as writer:
+        existing = writer.existing()
+        compatible = writer.previous is None or writer.previous["embedder"] == identity
+        todo: list[tuple[Article, str]] = []
+        for article, root in scanned:
+            old = existing.get(article.doc_id)
+            if old and old[2] != root and old[2] not in roots and not rebuild:
+                summary.problems.append(ingest.Problem(
+                    article.path or article.doc_id,
+                    f"doc id {article.doc_id} is already indexed from {old[2]}; skipped (rename it, "
+                    "or index from the same folder)"))
+                continue
+            if old and old[0] == article.content_hash and old[1] == chunker_json and compatible:
+                summary.unchanged += 1
+                continue
+            if old:
+                summary.updated += 1
+            else:
+                summary.added += 1
+            todo.append((article, root))
+        scanned_ids = {a.doc_id for a, _ in scanned}
+        gone = [d for d, (_, _, r) in existing.items() if r in roots and d not in scanned_ids]
+        summary.removed, summary.removed_ids = len(gone), gone
+        # Articles from other roots stay, but must be re-embedded if the embedder/chunker changed.
+        for doc_id, (_, chunker_old, root) in existing.items():
+            if root not in roots and (not compatible or chunker_old != chunker_json):
+                todo.append((writer.article(doc_id), root))
+                summary.reembedded += 1
+        if not compatible:
+            writer.drop_vectors()  # another embedder: every vector is replaced, none is mixed in
+        writer.remove(gone + [a.doc_id for a, _ in todo if a.doc_id in existing])
+
+        if todo:
+            counter = counter or TokenCounter(model_dir)
+            embedder = embedder or SentenceTransformerEmbedder(model_dir)
+            chunked = [(a, r, chunk_text(a.doc_id, a.text, counter, settings.chunk_tokens,
+                                         settings.chunk_overlap)) for a, r in todo]
+            summary.chunks_embedded = _embed_and_add(writer, chunked, embedder, chunker_json, progress)
+        manifest = writer.publish(identity, chunker)
+    summary.articles = manifest["counts"]["articles"]
+    summary.chunks = manifest["counts"]["chunks"]
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _embed_and_add(writer: IndexWriter, chunked, embedder: Embedder, chunker_json: str,
+                   progress: Callable[[int, int], None] | None) -> int:
+    """Embed every chunk in large batches (the embedder sorts by length inside), then store."""
+    import numpy as np
+
+    texts = [c.text for _, _, chunks in chunked for c in chunks]
+    parts = []
+    for i in range(0, len(texts), EMBED_BATCH):
+        parts.append(embedder.embed(texts[i:i + EMBED_BATCH]))
+        if progress:
+            progress(min(i + EMBED_BATCH, len(texts)), len(texts))
+    vectors = np.concatenate(parts) if parts else np.zeros((0, embedder.identity["dim"]), np.float32)
+    row = 0
+    for article, root, chunks in chunked:
+        writer.add(article, root, chunker_json, chunks, vectors[row:row + len(chunks)])
+        row += len(chunks)
+    return len(texts)
+
+
+def tty_progress() -> Callable[[int, int], None] | None:
+    """A progress bar on stderr when it is a terminal; None (no output) otherwise."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar: dict[str, tqdm] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, unit="chunk", desc="embedding", file=sys.stderr, leave=False)
+        bar["bar"].update(done - bar["bar"].n)
+        if done >= total:
+            bar["bar"].close()
+
+    return update
