@@ -45,12 +45,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder", metavar="DIR", help="sentence-transformers folder (default: bundled MiniLM)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
+    p = sub.add_parser("ask", help="answer a question from the indexed articles, with citations",
+                       description="Answer one question (or --batch many) from the index. Exit code 0 "
+                                   "answered, 3 the articles do not say, 2 bad usage, 1 other failure.")
+    p.add_argument("question", nargs="?", help="the question (omit with --batch)")
+    _common(p)
+    _answer_options(p)
+    p.add_argument("--json", action="store_true", help="print the answer as one JSON object (schema in README)")
+    p.add_argument("--batch", metavar="FILE", help="read questions from FILE (- for stdin), one per line: "
+                   "plain text or JSON with id and question; print one JSON object per line")
+
+    p = sub.add_parser("eval", help="score answers against a gold set (JSONL)",
+                       description="Run every gold question through the same pipeline as `rag ask` and "
+                                   "report correctness, citation precision/recall, retrieval, abstention "
+                                   "and latency.")
+    p.add_argument("gold", nargs="?", default="eval/gold.jsonl", help="gold JSONL (default eval/gold.jsonl)")
+    _common(p)
+    _answer_options(p)
+    p.add_argument("--out", metavar="DIR", help="report folder (default eval/reports/<time>-<mode>)")
+    p.add_argument("--compare", metavar="REPORT", help="an earlier report.json: print deltas, mark regressions")
+    p.add_argument("--floors", metavar="FILE", help="JSON of metric floors; exit 1 when a metric is under one")
+
     for name in ("status", "doctor"):
         p = sub.add_parser(name, help="index path, counts, embedder, last update and a quick consistency check"
-                           if name == "status" else "status with a deep check: loads the vectors, SQLite integrity_check")
+                           if name == "status" else "status with a deep check (loads vectors, SQLite integrity_check)")
         _common(p)
         p.add_argument("--json", action="store_true", help="print as JSON")
     return parser
+
+
+def _answer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-k", type=int, metavar="N", help="chunks retrieved (default 6)")
+    p.add_argument("--mode", choices=("llm", "extractive"), help="llm (default): generate and verify; "
+                   "extractive: answer with the evidence sentences only, no model")
+    p.add_argument("--model", metavar="PATH", help="GGUF model (default: RAG_MODEL, config, or the bundled "
+                   "SmolLM2-135M-Instruct)")
+    p.add_argument("--since", metavar="DATE", help="only articles dated on or after DATE (YYYY-MM-DD)")
+    p.add_argument("--until", metavar="DATE", help="only articles dated on or before DATE")
+    p.add_argument("--source", metavar="NAME", help="only articles from this source (e.g. AFP)")
+    p.add_argument("--doc", metavar="ID", action="append", default=[], help="only this doc id (repeatable)")
 
 
 def _settings(args: argparse.Namespace):
@@ -58,8 +91,6 @@ def _settings(args: argparse.Namespace):
 
     flags = {k: getattr(args, k, None) for k in ("index", "chunk_tokens", "chunk_overlap", "embedder",
                                                   "k", "mode", "model")}
-    if "model" in flags and getattr(args, "model", None) is not None:
-        flags["model"] = args.model
     return load_settings(flags, getattr(args, "config", None))
 
 
@@ -106,7 +137,103 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if report["consistent"] else EXIT_FAILURE
 
 
-COMMANDS = {"index": cmd_index, "status": cmd_status, "doctor": cmd_status}
+def _filters(args: argparse.Namespace):
+    from rag.retrieve import Filters
+
+    return Filters(since=args.since, until=args.until, source=args.source, docs=tuple(args.doc))
+
+
+def _answer_json(answer) -> str:
+    data = asdict(answer)
+    return json.dumps(data, ensure_ascii=False)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from rag.errors import EXIT_ABSTAINED, UsageError
+    from rag.pipeline import Pipeline, check_question
+    from rag.render import print_answer, use_colour
+
+    if (args.question is None) == (args.batch is None):
+        raise UsageError("give a question or --batch FILE (not both)", 'e.g. rag ask "What did the US urge '
+                         'Pakistan to do?"')
+    question = check_question(args.question) if args.question is not None else None
+    settings = _settings(args)
+    filters = _filters(args)
+    batch_lines = _read_batch(args.batch) if args.batch else None
+    pipeline = Pipeline(settings)
+    try:
+        if batch_lines is not None:
+            return _run_batch(pipeline, batch_lines, filters)
+        stream = not args.json and settings.mode == "llm" and use_colour(sys.stderr)
+        on_token = _draft_printer() if stream else None
+        answer = pipeline.ask(question, filters=filters, on_token=on_token)
+        if on_token:
+            print(file=sys.stderr)
+        if args.json:
+            print(_answer_json(answer))
+        else:
+            print_answer(answer)
+        return EXIT_ABSTAINED if answer.abstained else EXIT_OK
+    finally:
+        pipeline.close()
+
+
+def _draft_printer():
+    """Stream the model's draft, dimmed, on a terminal's stderr; the verified answer follows."""
+    sys.stderr.write("\x1b[2mdraft: ")
+
+    def show(piece: str) -> None:
+        sys.stderr.write(piece)
+        sys.stderr.flush()
+
+    return show
+
+
+def _read_batch(path: str) -> list[str]:
+    from rag.errors import UsageError
+
+    try:
+        if path == "-":
+            return sys.stdin.read().splitlines()
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read batch file {path}: {getattr(e, 'strerror', None) or e}") from None
+
+
+def _run_batch(pipeline, lines: list[str], filters) -> int:
+    """One JSON object per non-empty input line, `id` echoed; a bad line gets an `error` object."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        qid, question = str(number), line.strip()
+        if line.lstrip().startswith("{"):
+            try:
+                record = json.loads(line)
+                qid, question = str(record.get("id", number)), record["question"]
+                if not isinstance(question, str):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError, AttributeError):
+                print(json.dumps({"id": qid, "error": f"line {number}: expected JSON with a string "
+                                  "'question'"}), flush=True)
+                continue
+        try:
+            answer = pipeline.ask(question, filters=filters)
+        except RagError as e:
+            print(json.dumps({"id": qid, "question": question[:200], "error": str(e)}), flush=True)
+            continue
+        data = {"id": qid, **json.loads(_answer_json(answer))}
+        print(json.dumps(data, ensure_ascii=False), flush=True)
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rag.evaluate import run_command
+
+    return run_command(args, _settings(args), _filters(args))
+
+
+COMMANDS = {"index": cmd_index, "status": cmd_status, "doctor": cmd_status, "ask": cmd_ask, "eval": cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

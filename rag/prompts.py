@@ -123,7 +123,7 @@ _ANGLE_RUN = re.compile(r"<{2,}|>{2,}")
 # [INST], [/INST], [SYSTEM_PROMPT], [TOOL_CALLS] (Mistral/Llama-2 control markers).
 _BRACKET_WORD = re.compile(r"\[\s*(/?[A-Z][A-Z_]{1,30})\s*\]")
 # Fake citation markers: [3], [1, 2], [2-4] -> (3), (1, 2), (2-4).
-_CITATION = re.compile(r"\[\s*(\d{1,4}(?:\s*[,;\u2013-]\s*\d{1,4})*)\s*\]")
+_CITATION = re.compile(r"\[\s*(\d+(?:\s*[,;\u2013-]\s*\d+)*)\s*\]")
 # Newlines would let an article start a fake "Question:" or "[n]" line; control chars
 # (ESC, NUL...) have no business in a prompt or a terminal.
 _NEWLINES = re.compile(r"\s*[\r\n\u2028\u2029]+\s*")

@@ -98,6 +98,7 @@ class Retrieved:
     doc_id: str
     chunk_id: str
     score: float
+    also_reported_by: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -111,4 +112,5 @@ class Answer:
     model: dict[str, str | None]
     timings_ms: dict[str, int]
     mode: str = "llm"
-    notes: list[str] = field(default_factory=list)  # e.g. "removed invented citation [7]"
+    notes: list[str] = field(default_factory=list)  # e.g. "removed citation [7]: no such source"
+    draft: str | None = None  # the model's text before verification (llm mode)

@@ -1,0 +1,220 @@
+"""ask(): retrieve -> select evidence -> decide whether to answer -> generate -> verify -> cite.
+
+Generation comes second on purpose: the evidence is chosen and judged before any model runs,
+the model sees only a few numbered sentences, and every sentence it writes is checked against
+the source it cites. What cannot be verified is replaced by the evidence sentence it should have
+used, so the default 135M model and a user's 8B model go through the same steps; a better model
+simply has more of its own sentences survive verification.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from rag import citations, evidence, prompts
+from rag.config import Settings
+from rag.embed import SentenceTransformerEmbedder, embedder_dir
+from rag.errors import UsageError
+from rag.llm import LLM, GenerationConfig, load_model
+from rag.retrieve import Filters, Retriever
+from rag.store import open_index
+from rag.types import Answer, Citation, Evidence, Retrieved, Sentence
+
+MAX_QUESTION_CHARS = 2000
+EVIDENCE_SENTENCES = 6
+SUPPORT_THRESHOLD = 0.6  # share of a sentence's content words its cited source must hold
+EXTRACTIVE_MAX = 3
+GROUP_SHARE = 0.85  # another date's best sentence joins the extractive answer when this close
+ANSWER_MARGIN_TOKENS = 16
+
+_HAS_WORD = re.compile(r"\w")
+
+
+def check_question(question: str) -> str:
+    """The question, trimmed; a UsageError for one that cannot be asked."""
+    q = " ".join(question.split())
+    example = 'e.g. rag ask "What did the US urge Pakistan to do?"'
+    if not q:
+        raise UsageError("the question is empty", example)
+    if len(q) > MAX_QUESTION_CHARS:
+        raise UsageError(f"the question is {len(q):,} characters; keep it under {MAX_QUESTION_CHARS:,}",
+                         "ask one question at a time")
+    if not _HAS_WORD.search(q):
+        raise UsageError("the question has no words", example)
+    return q
+
+
+@dataclass
+class Draft:
+    """What generation produced before verification, for display and the eval."""
+
+    text: str = ""
+    first_token_ms: int | None = None
+    generate_ms: int = 0
+    tokens: int = 0
+
+
+class Pipeline:
+    """Everything loaded once (index, embedder, model) and reused across questions."""
+
+    def __init__(self, settings: Settings, *, llm: LLM | None = None, embedder=None,
+                 model_flag: str | None = None):
+        self.settings = settings
+        self.embedder = embedder or SentenceTransformerEmbedder(embedder_dir(settings.embedder))
+        self.reader = open_index(settings.index, self.embedder.identity)
+        self.retriever = Retriever(self.reader, self.embedder.embed)
+        self._llm = llm
+        self._model_flag = model_flag
+
+    @property
+    def llm(self) -> LLM:
+        if self._llm is None:
+            self._llm = load_model(self._model_flag, self.settings)
+        return self._llm
+
+    def close(self) -> None:
+        self.reader.close()
+
+    # --- the one public step ---------------------------------------------------------------
+
+    def ask(self, question: str, *, k: int | None = None, mode: str | None = None,
+            filters: Filters | None = None, on_token: Callable[[str], None] | None = None) -> Answer:
+        started = time.perf_counter()
+        q = check_question(question)
+        k = k or self.settings.k
+        mode = mode or self.settings.mode
+        if mode not in ("llm", "extractive"):
+            raise UsageError(f"mode must be 'llm' or 'extractive', not {mode!r}")
+
+        hits = self.retriever.search(q, k, filters)
+        chosen = evidence.select(q, hits, self.embedder.embed, EVIDENCE_SENTENCES)
+        assessment = evidence.assess(q, chosen)
+        retrieve_ms = _ms(started)
+        retrieved = [Retrieved(h.rank, h.doc_id, h.chunk_id, round(h.score, 6), list(h.also_reported_by))
+                     for h in hits]
+        model_info = {"llm": None, "embedder": self.embedder.identity["name"]}
+        notes = [] if assessment.answerable else [f"abstained: {assessment.reason}"]
+
+        draft = Draft()
+        sentences: list[Sentence] = []
+        if assessment.answerable and mode == "extractive":
+            sentences = extractive(chosen)
+        elif assessment.answerable:
+            model_info["llm"] = self.llm.name
+            packed = self._pack(q, chosen)
+            draft = self._generate(q, packed, on_token)
+            verified = citations.verify(draft.text, packed, SUPPORT_THRESHOLD)
+            notes += verified.notes
+            sentences = verified.sentences
+            if verified.abstained:
+                notes.append("the model's answer could not be verified; answering with the evidence")
+                sentences = extractive(chosen)
+
+        sentences, used = citations.renumber(date_sentences(sentences, chosen), chosen)
+        abstained = not sentences
+        timings = {"retrieve": retrieve_ms, "total": _ms(started)}
+        if draft.first_token_ms is not None:
+            timings.update(first_token=draft.first_token_ms, generate=draft.generate_ms,
+                           tokens_per_s=int(draft.tokens / max(draft.generate_ms / 1000, 1e-6)))
+        return Answer(
+            question=q,
+            answer=prompts.ABSTAIN_PHRASE if abstained else citations.render(sentences),
+            abstained=abstained,
+            sentences=sentences,
+            citations=[self._citation(e) for e in used],
+            retrieved=retrieved,
+            model=model_info,
+            timings_ms=timings,
+            mode=mode,
+            notes=notes,
+            draft=draft.text or None,
+        )
+
+    # --- steps -----------------------------------------------------------------------------
+
+    def _messages(self, question: str, items: list[Evidence]) -> list[dict]:
+        lines = "\n".join(f"[{e.n}] ({_label(e)}) {prompts.sanitize_source_text(e.text)}" for e in items)
+        return [
+            {"role": "system", "content": prompts.load("answer_system").render(abstain=prompts.ABSTAIN_PHRASE)},
+            {"role": "user", "content": prompts.load("answer_user").render(sources=lines, question=question)},
+        ]
+
+    def _pack(self, question: str, items: list[Evidence]) -> list[Evidence]:
+        """The most evidence that fits n_ctx with room for the answer; the lowest ranked goes first."""
+        budget = self.llm.n_ctx - self.settings.max_answer_tokens - ANSWER_MARGIN_TOKENS
+        packed = list(items)
+        while packed and self.llm.count_chat_tokens(self._messages(question, packed)) > budget:
+            packed.pop()
+        if not packed:
+            raise UsageError("the question leaves no room for sources in the model's context",
+                             "ask a shorter question or raise n_ctx")
+        return packed
+
+    def _generate(self, question: str, items: list[Evidence], on_token) -> Draft:
+        config = GenerationConfig(max_tokens=self.settings.max_answer_tokens, stop=("<|im_end|>", "\n\n\n"))
+        draft = Draft()
+        started = time.perf_counter()
+        pieces: list[str] = []
+        for piece in self.llm.stream_chat(self._messages(question, items), config):
+            if draft.first_token_ms is None:
+                draft.first_token_ms = _ms(started)
+            pieces.append(piece)
+            if on_token:
+                on_token(piece)
+        draft.text = "".join(pieces)
+        draft.generate_ms = _ms(started)
+        draft.tokens = len(pieces)
+        return draft
+
+    def _citation(self, e: Evidence) -> Citation:
+        article = self.reader.article(e.doc_id)
+        return Citation(n=e.n, doc_id=e.doc_id, chunk_id=e.chunk_id, title=e.title, date=e.date,
+                        source=e.source, start=e.start, end=e.end, quote=article.text[e.start:e.end],
+                        score=e.score, also_reported_by=list(e.also_reported_by))
+
+
+def extractive(items: list[Evidence]) -> list[Sentence]:
+    """The best evidence sentence, plus the best of each other date when nearly as relevant."""
+    if not items:
+        return []
+    top = max(e.score for e in items)
+    picked: list[Evidence] = []
+    dates_seen: set[str | None] = set()
+    for e in sorted(items, key=lambda e: -e.score):
+        new_date = e.date not in dates_seen
+        if not picked or (new_date and e.score >= GROUP_SHARE * top):
+            picked.append(e)
+            dates_seen.add(e.date)
+        if len(picked) >= EXTRACTIVE_MAX:
+            break
+    return [Sentence(e.text, [e.n], True) for e in picked]
+
+
+def _label(e: Evidence) -> str:
+    return ", ".join(x for x in (e.date or "undated", e.source) if x)
+
+
+def date_sentences(sentences: list[Sentence], items: list[Evidence]) -> list[Sentence]:
+    """When an answer draws on articles of different dates, order by date and say each date.
+
+    This is what keeps the 2019 and 2025 crises apart: the reader sees which claim comes from
+    which article date without opening the citations.
+    """
+    by_n = {e.n: e for e in items}
+    dates = {by_n[s.citations[0]].date for s in sentences if s.citations}
+    if len(dates) < 2:
+        return sentences
+
+    def key(s: Sentence):
+        date = by_n[s.citations[0]].date if s.citations else None
+        return (date is None, date or "")
+
+    return [replace(s, text=f"({_label(by_n[s.citations[0]])}) {s.text}") if s.citations else s
+            for s in sorted(sentences, key=key)]
+
+
+def _ms(since: float) -> int:
+    return int((time.perf_counter() - since) * 1000)
