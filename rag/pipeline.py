@@ -93,8 +93,8 @@ class Pipeline:
         chosen = evidence.select(q, hits, self.embedder.embed, EVIDENCE_SENTENCES)
         assessment = evidence.assess(q, chosen)
         retrieve_ms = _ms(started)
-        retrieved = [Retrieved(h.rank, h.doc_id, h.chunk_id, round(h.score, 6), list(h.also_reported_by))
-                     for h in hits]
+        retrieved = [Retrieved(h.rank, h.doc_id, h.chunk_id, round(h.score, 6), list(h.also_reported_by),
+                               h.dense_rank, h.lexical_rank, round(h.dense_score, 4)) for h in hits]
         model_info = {"llm": None, "embedder": self.embedder.identity["name"]}
         notes = [] if assessment.answerable else [f"abstained: {assessment.reason}"]
 

@@ -99,6 +99,9 @@ class Retrieved:
     chunk_id: str
     score: float
     also_reported_by: list[str] = field(default_factory=list)
+    dense_rank: int | None = None  # rank among the dense (FAISS) results, None if not found there
+    lexical_rank: int | None = None  # rank among the BM25 results
+    dense_score: float | None = None  # cosine between question and chunk
 
 
 @dataclass
