@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from rag import citations, evidence, prompts
+from rag.citations import content_tokens
 from rag.config import Settings
 from rag.embed import SentenceTransformerEmbedder, embedder_dir
 from rag.errors import UsageError
@@ -27,7 +28,7 @@ MAX_QUESTION_CHARS = 2000
 EVIDENCE_SENTENCES = 6
 SUPPORT_THRESHOLD = 0.6  # share of a sentence's content words its cited source must hold
 EXTRACTIVE_MAX = 3
-GROUP_SHARE = 0.85  # another date's best sentence joins the extractive answer when this close
+GROUP_SHARE = 0.85  # a further sentence joins the extractive answer only when this close to the best
 ANSWER_MARGIN_TOKENS = 16
 
 _HAS_WORD = re.compile(r"\w")
@@ -91,7 +92,7 @@ class Pipeline:
 
         hits = self.retriever.search(q, k, filters)
         chosen = evidence.select(q, hits, self.embedder.embed, EVIDENCE_SENTENCES)
-        assessment = evidence.assess(q, chosen)
+        assessment = evidence.assess(q, chosen, hits)
         retrieve_ms = _ms(started)
         retrieved = [Retrieved(h.rank, h.doc_id, h.chunk_id, round(h.score, 6), list(h.also_reported_by),
                                h.dense_rank, h.lexical_rank, round(h.dense_score, 4)) for h in hits]
@@ -101,7 +102,7 @@ class Pipeline:
         draft = Draft()
         sentences: list[Sentence] = []
         if assessment.answerable and mode == "extractive":
-            sentences = extractive(chosen)
+            sentences = extractive(q, chosen)
         elif assessment.answerable:
             model_info["llm"] = self.llm.name
             packed = self._pack(q, chosen)
@@ -111,7 +112,7 @@ class Pipeline:
             sentences = verified.sentences
             if verified.abstained:
                 notes.append("the model's answer could not be verified; answering with the evidence")
-                sentences = extractive(chosen)
+                sentences = extractive(q, chosen)
 
         sentences, used = citations.renumber(date_sentences(sentences, chosen), chosen)
         abstained = not sentences
@@ -121,7 +122,7 @@ class Pipeline:
                            tokens_per_s=int(draft.tokens / max(draft.generate_ms / 1000, 1e-6)))
         return Answer(
             question=q,
-            answer=prompts.ABSTAIN_PHRASE if abstained else citations.render(sentences),
+            answer=prompts.ABSTAIN_PHRASE if abstained else compose(sentences),
             abstained=abstained,
             sentences=sentences,
             citations=[self._citation(e) for e in used],
@@ -176,20 +177,25 @@ class Pipeline:
                         score=e.score, also_reported_by=list(e.also_reported_by))
 
 
-def extractive(items: list[Evidence]) -> list[Sentence]:
-    """The best evidence sentence, plus the best of each other date when nearly as relevant."""
+def extractive(question: str, items: list[Evidence]) -> list[Sentence]:
+    """The best evidence sentence, then any nearly as relevant one that adds what the answer lacks:
+    a part of the question not yet covered ("... and who leads it?") or another article date."""
     if not items:
         return []
-    top = max(e.score for e in items)
-    picked: list[Evidence] = []
-    dates_seen: set[str | None] = set()
-    for e in sorted(items, key=lambda e: -e.score):
-        new_date = e.date not in dates_seen
-        if not picked or (new_date and e.score >= GROUP_SHARE * top):
-            picked.append(e)
-            dates_seen.add(e.date)
-        if len(picked) >= EXTRACTIVE_MAX:
+    ranked = sorted(items, key=lambda e: -e.score)
+    top = ranked[0].score
+    asked = content_tokens(question)
+    picked = [ranked[0]]
+    covered = content_tokens(ranked[0].text) & asked
+    dates = {ranked[0].date}
+    for e in ranked[1:]:
+        if len(picked) >= EXTRACTIVE_MAX or e.score < GROUP_SHARE * top:
             break
+        adds = content_tokens(e.text) & asked - covered
+        if e.date not in dates or len(adds) >= 1:
+            picked.append(e)
+            covered |= adds
+            dates.add(e.date)
     return [Sentence(e.text, [e.n], True) for e in picked]
 
 
@@ -212,8 +218,14 @@ def date_sentences(sentences: list[Sentence], items: list[Evidence]) -> list[Sen
         date = by_n[s.citations[0]].date if s.citations else None
         return (date is None, date or "")
 
-    return [replace(s, text=f"({_label(by_n[s.citations[0]])}) {s.text}") if s.citations else s
+    return [replace(s, label=_label(by_n[s.citations[0]])) if s.citations else s
             for s in sorted(sentences, key=key)]
+
+
+def compose(sentences: list[Sentence]) -> str:
+    """The answer text: each sentence with its [n] markers, prefixed by its date label if any."""
+    return " ".join(f"({s.label}) {citations.render([s])}" if s.label else citations.render([s])
+                    for s in sentences)
 
 
 def _ms(since: float) -> int:

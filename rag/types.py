@@ -90,6 +90,7 @@ class Sentence:
     text: str
     citations: list[int]
     supported: bool
+    label: str | None = None  # "2019-02-20, AFP" when the answer spans articles of several dates
 
 
 @dataclass
