@@ -461,9 +461,7 @@ def renumber(sentences: list[Sentence], evidence: list[Evidence]) -> tuple[list[
         for n in s.citations:
             if n in by_n and n not in mapping:
                 mapping[n] = len(mapping) + 1
-    new_sentences = [
-        Sentence(s.text, _dedupe([mapping[n] for n in s.citations if n in mapping]), s.supported)
-        for s in sentences
-    ]
+    new_sentences = [replace(s, citations=_dedupe([mapping[n] for n in s.citations if n in mapping]))
+                     for s in sentences]
     used = [replace(by_n[old], n=new) for old, new in mapping.items()]
     return new_sentences, used

@@ -17,9 +17,10 @@ from dataclasses import dataclass, replace
 from rag import citations, evidence, prompts
 from rag.citations import content_tokens
 from rag.config import Settings
-from rag.embed import SentenceTransformerEmbedder, embedder_dir
+from rag.embed import embedder_dir
 from rag.errors import UsageError
 from rag.llm import LLM, GenerationConfig, load_model
+from rag.query_embed import query_embedder
 from rag.retrieve import Filters, Retriever
 from rag.store import open_index
 from rag.types import Answer, Citation, Evidence, Retrieved, Sentence
@@ -64,7 +65,7 @@ class Pipeline:
     def __init__(self, settings: Settings, *, llm: LLM | None = None, embedder=None,
                  model_flag: str | None = None):
         self.settings = settings
-        self.embedder = embedder or SentenceTransformerEmbedder(embedder_dir(settings.embedder))
+        self.embedder = embedder or query_embedder(settings.index, embedder_dir(settings.embedder))
         self.reader = open_index(settings.index, self.embedder.identity)
         self.retriever = Retriever(self.reader, self.embedder.embed)
         self._llm = llm
@@ -200,7 +201,7 @@ def extractive(question: str, items: list[Evidence]) -> list[Sentence]:
 
 
 def _label(e: Evidence) -> str:
-    return ", ".join(x for x in (e.date or "undated", e.source) if x)
+    return ", ".join(x for x in (e.date or "date unknown", e.source) if x)
 
 
 def date_sentences(sentences: list[Sentence], items: list[Evidence]) -> list[Sentence]:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# No network in tests: a socket to anything but loopback fails the test (tests/network_guard.py).
+pytest_plugins = ["network_guard"]
+
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "eval" / "corpus"
 
@@ -38,3 +41,14 @@ def corpus(tmp_path) -> Path:
     dest = tmp_path / "corpus"
     shutil.copytree(CORPUS, dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory, real_embedder, counter) -> Path:
+    """The sample corpus indexed once with the real embedder; tests must not change it."""
+    from rag.config import Settings
+    from rag.indexer import index_paths
+
+    index = tmp_path_factory.mktemp("sample") / "index"
+    index_paths([str(CORPUS)], Settings(index=str(index)), embedder=real_embedder, counter=counter)
+    return index

@@ -1,0 +1,184 @@
+"""ask() end to end on the sample index: the logic with a fake LLM, the real path with the real model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+
+import pytest
+
+from rag.config import Settings
+from rag.errors import UsageError
+from rag.llm import FakeLLM
+from rag.pipeline import Pipeline, check_question
+from rag.prompts import ABSTAIN_PHRASE
+from rag.retrieve import Filters
+from tests.conftest import ROOT
+
+DESIGN_CARD = "What did the US urge Pakistan to do?"
+UNANSWERABLE = "What did Pakistani Prime Minister Imran Khan say about the Pulwama attack?"
+
+
+@pytest.fixture
+def pipeline_with(sample_index, real_embedder):
+    made = []
+
+    def make(*answers, **settings):
+        fake = FakeLLM().enqueue(*answers)
+        p = Pipeline(Settings(index=str(sample_index), **settings), llm=fake, embedder=real_embedder)
+        made.append(p)
+        return p, fake
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def _check_citations(answer, sample_index):
+    from rag.store import open_index
+
+    reader = open_index(sample_index)
+    numbers = {c.n for c in answer.citations}
+    assert numbers == set(range(1, len(answer.citations) + 1))
+    for c in answer.citations:
+        assert reader.article(c.doc_id).text[c.start:c.end] == c.quote
+    for s in answer.sentences:
+        assert s.citations and set(s.citations) <= numbers
+    reader.close()
+
+
+def test_invented_citation_is_removed_and_sentence_recited(pipeline_with, sample_index):
+    p, fake = pipeline_with("The US urged Pakistan to fully cooperate with the investigation [9].")
+    answer = p.ask(DESIGN_CARD)
+    assert not answer.abstained
+    assert any("removed citation [9]" in n for n in answer.notes)
+    _check_citations(answer, sample_index)
+    prompt = fake.calls[0]["messages"][1]["content"]
+    assert "<<<SOURCES" in prompt and DESIGN_CARD in prompt
+
+
+def test_unsupported_claim_is_replaced_by_evidence(pipeline_with, sample_index):
+    p, _ = pipeline_with("The US urged Pakistan to pay 900 million dollars to Kashmir [1].")
+    answer = p.ask(DESIGN_CARD)
+    assert "900" not in answer.answer
+    assert all(s.supported for s in answer.sentences)
+    _check_citations(answer, sample_index)
+
+
+def test_model_abstaining_on_good_evidence_falls_back_to_evidence(pipeline_with):
+    p, _ = pipeline_with(ABSTAIN_PHRASE)
+    answer = p.ask(DESIGN_CARD)
+    assert not answer.abstained and answer.citations
+
+
+def test_weak_evidence_abstains_without_calling_the_model(pipeline_with):
+    p, fake = pipeline_with()
+    answer = p.ask(UNANSWERABLE)
+    assert answer.abstained and answer.answer == ABSTAIN_PHRASE and not answer.citations
+    assert any("imran" in n for n in answer.notes)
+    assert fake.calls == []
+
+
+def test_extractive_design_card_keeps_the_crises_apart(pipeline_with, sample_index):
+    p, fake = pipeline_with(mode="extractive")
+    answer = p.ask(DESIGN_CARD)
+    cited = {c.doc_id[:3] for c in answer.citations}
+    assert cited & {"000", "001"} and cited & {"002", "004"}, answer.answer  # the 2019 and the 2025 crisis
+    labels = [s.label for s in answer.sentences]
+    assert all(labels) and labels == sorted(labels, key=lambda x: (x.startswith("date unknown"), x))
+    assert answer.answer.startswith("(2019-02-20")
+    assert fake.calls == []
+    _check_citations(answer, sample_index)
+
+
+def test_near_duplicate_wire_story_is_collapsed(pipeline_with):
+    p, _ = pipeline_with(mode="extractive")
+    answer = p.ask("Who was the UN spokesman who said the UN was deeply concerned about the tensions?")
+    docs = [r.doc_id for r in answer.retrieved]
+    wire = {"000_7e1cbb29f31f5564.txt", "001_d3539caef9fae320.txt"}
+    assert any(r.also_reported_by and ({r.doc_id, *r.also_reported_by} >= wire) for r in answer.retrieved)
+    assert len(docs) == len(set(zip(docs, [r.chunk_id for r in answer.retrieved], strict=True)))
+
+
+def test_filters(pipeline_with):
+    p, _ = pipeline_with(mode="extractive")
+    recent = p.ask(DESIGN_CARD, filters=Filters(since="2025-01-01"))
+    assert {c.date for c in recent.citations} == {"2025-05-01"}
+    only = p.ask(DESIGN_CARD, filters=Filters(docs=("003_bec82752a72c5b16.txt",)))
+    assert {r.doc_id for r in only.retrieved} == {"003_bec82752a72c5b16.txt"}
+    none = p.ask(DESIGN_CARD, filters=Filters(source="Reuters"))
+    assert none.abstained and not none.retrieved
+    with pytest.raises(UsageError):
+        Filters(since="last week")
+
+
+def test_prompt_never_exceeds_context(sample_index, real_embedder):
+    fake = FakeLLM(n_ctx=400).enqueue("The US urged Pakistan to punish anyone responsible [1].")
+    p = Pipeline(Settings(index=str(sample_index), n_ctx=400, max_answer_tokens=100, k=20), llm=fake,
+                 embedder=real_embedder)
+    p.ask("What did the United States urge Pakistan to do about the investigation into the attack in Kashmir, "
+          "and whom did it urge Pakistan to punish for the suicide attack that killed Indian security personnel?")
+    messages = fake.calls[0]["messages"]
+    assert fake.count_chat_tokens(messages) + 100 <= 400
+    assert 1 <= messages[1]["content"].count("\n[") < 6  # lowest-ranked evidence was dropped to fit
+    p.close()
+
+
+@pytest.mark.parametrize("bad", ["", "   \n\t", "?!?!...", "x" * 5000])
+def test_bad_questions(bad):
+    with pytest.raises(UsageError):
+        check_question(bad)
+
+
+@pytest.mark.slow
+def test_real_model_design_card(sample_index, real_embedder):
+    p = Pipeline(Settings(index=str(sample_index)), embedder=real_embedder)
+    answer = p.ask(DESIGN_CARD)
+    p.close()
+    assert not answer.abstained and answer.model["llm"].endswith(".gguf")
+    cited = {c.doc_id[:3] for c in answer.citations}
+    assert cited & {"000", "001"} and cited & {"002", "004"}, answer.answer  # the 2019 and the 2025 crisis
+    _check_citations(answer, sample_index)
+    assert answer.timings_ms["first_token"] <= answer.timings_ms["total"]
+
+
+def _rag(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "rag.cli", *args], capture_output=True, text=True,
+                          input=stdin, cwd=ROOT, timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_json_schema_and_exit_codes(sample_index):
+    done = _rag("ask", DESIGN_CARD, "--json", "--index", str(sample_index))
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert set(data) >= {"question", "answer", "abstained", "sentences", "citations", "retrieved", "model",
+                         "timings_ms"}
+    assert set(data["citations"][0]) >= {"n", "doc_id", "chunk_id", "title", "date", "source", "start", "end",
+                                         "quote", "score"}
+    assert set(data["sentences"][0]) >= {"text", "citations", "supported"}
+    assert set(data["timings_ms"]) >= {"retrieve", "first_token", "total"}
+    assert "Traceback" not in done.stderr
+    abstain = _rag("ask", UNANSWERABLE, "--index", str(sample_index))
+    assert abstain.returncode == 3 and ABSTAIN_PHRASE in abstain.stdout
+    empty = _rag("ask", "   ", "--index", str(sample_index))
+    assert empty.returncode == 2 and empty.stderr.count("\n") == 1 and "Traceback" not in empty.stderr
+    missing = _rag("ask", DESIGN_CARD, "--index", str(sample_index), "--model", "/nonexistent.gguf")
+    assert missing.returncode == 2 and "model file not found" in missing.stderr
+
+
+@pytest.mark.slow
+def test_cli_batch(sample_index):
+    lines = f'{DESIGN_CARD}\n{{"id": "q2", "question": "{UNANSWERABLE}"}}\n{{"id": "bad"}}\n'
+    done = _rag("ask", "--batch", "-", "--mode", "extractive", "--index", str(sample_index), stdin=lines)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["id"] for r in rows] == ["1", "q2", "bad"]
+    assert rows[0]["citations"] and rows[1]["abstained"] and "error" in rows[2]
+
+
+def test_answer_is_json_serialisable(pipeline_with):
+    p, _ = pipeline_with(mode="extractive")
+    json.dumps(asdict(p.ask(DESIGN_CARD)))
