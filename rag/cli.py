@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from dataclasses import asdict
 
@@ -65,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="report folder (default eval/reports/<time>-<mode>)")
     p.add_argument("--compare", metavar="REPORT", help="an earlier report.json: print deltas, mark regressions")
     p.add_argument("--floors", metavar="FILE", help="JSON of metric floors; exit 1 when a metric is under one")
+
+    p = sub.add_parser("chat", help="interactive questions with follow-ups, sources and slash commands",
+                       description="A chat over the index: answers stream and are verified as in `rag ask`; "
+                                   "follow-ups use the conversation; /help lists the commands. With piped "
+                                   "input: one question or /command per line, plain output.")
+    _common(p)
+    _answer_options(p)
+    p.add_argument("--history", metavar="FILE", help="input history file (default <index>/.chat_history)")
+    p.add_argument("--rewrite", choices=("rules", "llm"), default="rules", help="how follow-ups become "
+                   "standalone queries: rules (default, deterministic) or llm (ask the model)")
 
     for name in ("status", "doctor"):
         p = sub.add_parser(name, help="index path, counts, embedder, last update and a quick consistency check"
@@ -160,6 +171,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     settings = _settings(args)
     filters = _filters(args)
     batch_lines = _read_batch(args.batch) if args.batch else None
+    if settings.mode == "llm":  # a missing or broken model file is reported now, not after retrieval
+        from rag.llm import check_model_file, resolve_model_path
+
+        check_model_file(resolve_model_path(None, settings.model))
     pipeline = Pipeline(settings)
     try:
         if batch_lines is not None:
@@ -210,7 +225,8 @@ def _run_batch(pipeline, lines: list[str], filters) -> int:
         if line.lstrip().startswith("{"):
             try:
                 record = json.loads(line)
-                qid, question = str(record.get("id", number)), record["question"]
+                qid = str(record.get("id", number))  # set first: an error line still carries the id
+                question = record["question"]
                 if not isinstance(question, str):
                     raise TypeError
             except (ValueError, KeyError, TypeError, AttributeError):
@@ -233,7 +249,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_command(args, _settings(args), _filters(args))
 
 
-COMMANDS = {"index": cmd_index, "status": cmd_status, "doctor": cmd_status, "ask": cmd_ask, "eval": cmd_eval}
+def cmd_chat(args: argparse.Namespace) -> int:
+    from rag.chat import run
+
+    return run(_settings(args), _filters(args), history=args.history, rewrite=args.rewrite)
+
+
+COMMANDS = {"index": cmd_index, "status": cmd_status, "doctor": cmd_status, "ask": cmd_ask, "eval": cmd_eval,
+            "chat": cmd_chat}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +277,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except MemoryError:
         print("rag: out of memory", file=sys.stderr)
+        return EXIT_FAILURE
+    except sqlite3.DatabaseError as e:  # a page damaged past what open_index's checks can see
+        from rag.store import REBUILD_HINT
+
+        print(f"rag: the index database is damaged ({e}) ({REBUILD_HINT})", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as e:  # a read or write failure outside the index writer
+        where = f": {e.filename}" if e.filename else ""
+        print(f"rag: {e.strerror or e}{where}", file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -26,7 +26,7 @@ class Settings:
     mode: str = "llm"  # llm | extractive
     max_answer_tokens: int = 160
     n_ctx: int = 2048
-    threads: int = 0  # 0 = physical cores
+    threads: int = 0  # 0 = physical cores - 1 (at least 1): see rag.llm.default_threads
     lock_timeout: float = 10.0  # seconds a second writer waits for the index lock
 
     def validate(self) -> Settings:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rag.citations import content_tokens
+from rag.injection import in_instruction
 from rag.sentences import sentence_spans
 from rag.types import Evidence, Hit
 
@@ -90,6 +91,8 @@ def candidates(hits: list[Hit]) -> list[Candidate]:
             start, end = hit.start + s, hit.start + e
             text = hit.text[s:e]
             if (hit.doc_id, start) in seen or len(text.split()) < MIN_WORDS or _is_heading(text):
+                continue
+            if in_instruction(hit.text, s, e):  # a planted order to the model is no evidence (rag.injection)
                 continue
             seen.add((hit.doc_id, start))
             out.append(Candidate(hit, start, end, text, tokens=content_tokens(text)))

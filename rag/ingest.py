@@ -135,12 +135,35 @@ def _scan_folder(root: str, out: Scan, seen: dict[str, str]) -> None:
         reason = f"cannot read folder ({err.strerror}); check its permissions"
         out.problems.append(Problem(str(err.filename or root), reason))
 
-    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
+    for dirpath, dirnames, filenames in _walk(root, on_error):
         rel_dir = os.path.relpath(dirpath, root)
         dirnames[:] = [d for d in sorted(dirnames) if _enter_folder(os.path.join(dirpath, d), out, root_real)]
         for name in sorted(filenames):
             rel = name if rel_dir == "." else os.path.join(rel_dir, name)
             _scan_walked_file(os.path.join(dirpath, name), rel.replace(os.sep, "/"), out, seen, root_real)
+
+
+def _walk(root: str, on_error):
+    """os.walk(root, followlinks=False) without recursion (Python 3.11's os.walk recurses, so a
+    folder tree 1,000 levels deep would raise RecursionError). The caller may prune `dirnames`."""
+    stack = [root]
+    while stack:
+        top = stack.pop()
+        try:
+            with os.scandir(top) as entries:
+                listed = list(entries)
+        except OSError as err:
+            on_error(err)
+            continue
+        dirnames, filenames = [], []
+        for entry in listed:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            (dirnames if is_dir else filenames).append(entry.name)
+        yield top, dirnames, filenames
+        stack.extend(os.path.join(top, d) for d in reversed(dirnames) if not os.path.islink(os.path.join(top, d)))
 
 
 def _enter_folder(path: str, out: Scan, root_real: str) -> bool:

@@ -1,19 +1,20 @@
 """`rag status`: what the index holds and whether it passes the consistency check.
 
 The quick check reads the FAISS file's header (dimension and vector count) instead of loading
-it, so `rag status` never imports faiss; `deep=True` (`rag doctor`) loads the vectors and runs
-SQLite's integrity check too.
+it, so `rag status` never imports faiss; `deep=True` (`rag doctor`) loads the vectors, checks
+every file against the sha256 the manifest recorded at publish, and runs SQLite's integrity check.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import struct
 from pathlib import Path
 
 from rag.config import Settings
 from rag.embed import embedder_dir, embedder_identity
 from rag.errors import IndexBroken, RagError
-from rag.store import REBUILD_HINT, check_vectors, open_index
+from rag.store import REBUILD_HINT, check_checksums, check_vectors, open_index
 
 
 def faiss_header(path: Path) -> tuple[int, int]:
@@ -44,6 +45,7 @@ def index_status(settings: Settings, deep: bool = False) -> dict:
         manifest = reader.manifest
         if deep:
             check_vectors(reader)
+            check_checksums(reader)
             verdict = reader.db.execute("PRAGMA integrity_check").fetchone()[0]
             if verdict != "ok":
                 raise IndexBroken(f"metadata database fails its integrity check: {verdict}", REBUILD_HINT)
@@ -69,6 +71,9 @@ def index_status(settings: Settings, deep: bool = False) -> dict:
         )
     except RagError as e:
         report.update(consistent=False, problem=e.message, hint=e.hint)
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
+        report.update(consistent=False, problem=f"metadata database in {reader.path} is damaged ({e})",
+                      hint=REBUILD_HINT)
     finally:
         reader.close()
     return report

@@ -15,6 +15,8 @@ writing FAISS), fsyncs it, renames the folder, then replaces CURRENT by an atomi
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import shutil
@@ -49,6 +51,15 @@ def _fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _file_digest(path: Path) -> dict:
+    """Size and sha256 of a state file, as the manifest records them."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
 
 
 def _faiss():
@@ -92,12 +103,15 @@ class IndexReader:
         self.db.close()
 
 
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or ["unreadable"])[0][:120]
+
+
 def _read_faiss(path: Path):
     try:
         return _faiss().read_index(str(path))
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unreadable"
-        raise IndexBroken(f"vector file {path} is damaged ({first[:120]})", REBUILD_HINT) from None
+        raise IndexBroken(f"vector file {path} is damaged ({_first_line(e)})", REBUILD_HINT) from None
 
 
 def _current_state(index_dir: Path) -> Path | None:
@@ -110,11 +124,13 @@ def _current_state(index_dir: Path) -> Path | None:
     return index_dir / name
 
 
-def _refuse_pickles(index_dir: Path) -> None:
-    for p in index_dir.rglob("*"):
+def _refuse_pickles(index_dir: Path, state: Path) -> None:
+    """Refuse an index folder or published state holding a pickle: someone put it there."""
+    for p in [*index_dir.glob("*"), *(state.rglob("*") if state.is_dir() else [])]:
         if p.suffix.lower() in (".pkl", ".pickle", ".joblib"):
+            hint = f"delete it, or {REBUILD_HINT}" if p.is_relative_to(state) else "delete it"
             raise IndexBroken(f"unexpected pickle file {p} in the index; rag never writes pickles and "
-                              "will not load one", f"delete it, or {REBUILD_HINT}")
+                              "will not load one", hint)
 
 
 def open_index(index_dir: str | Path, embedder: dict | None = None,
@@ -128,17 +144,18 @@ def open_index(index_dir: str | Path, embedder: dict | None = None,
     state = _current_state(index_dir) if index_dir.is_dir() else None
     if state is None:
         raise IndexMissing(f"no index at {index_dir}", "build one with `rag index PATH...`")
-    _refuse_pickles(index_dir)
+    _refuse_pickles(index_dir, state)
     if not state.is_dir():
         raise IndexBroken(f"the published state {state} is missing", REBUILD_HINT)
     manifest = _read_manifest(state / "manifest.json")
     if embedder is not None:
         check_embedder(manifest, embedder)
+    _check_sizes(state, manifest)
     try:
         db = sqlite3.connect(f"file:{state / 'meta.sqlite'}?mode=ro", uri=True, check_same_thread=False)
         n_articles = db.execute("SELECT count(*) FROM articles").fetchone()[0]
         n_chunks = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
         raise IndexBroken(f"metadata database in {state} is damaged ({e})", REBUILD_HINT) from None
     counts = manifest.get("counts", {})
     if (n_articles, n_chunks) != (counts.get("articles"), counts.get("chunks")):
@@ -156,6 +173,26 @@ def open_index(index_dir: str | Path, embedder: dict | None = None,
     return reader
 
 
+def _check_sizes(state: Path, manifest: dict) -> None:
+    """Each state file has the size the manifest recorded (cheap: catches truncation and swaps)."""
+    for name, info in manifest.get("files", {}).items():
+        try:
+            size = (state / name).stat().st_size
+        except OSError:
+            raise IndexBroken(f"{name} is missing from {state}", REBUILD_HINT) from None
+        if size != info["bytes"]:
+            raise IndexBroken(f"{state / name} is {size} bytes but was written with {info['bytes']}: it was "
+                              "truncated or changed", REBUILD_HINT)
+
+
+def check_checksums(reader: IndexReader) -> None:
+    """Each state file still has the sha256 it was published with (reads every byte: `rag doctor`)."""
+    for name, info in reader.manifest.get("files", {}).items():
+        if _file_digest(reader.path / name)["sha256"] != info["sha256"]:
+            raise IndexBroken(f"{reader.path / name} has changed since it was written (checksum mismatch)",
+                              REBUILD_HINT)
+
+
 def check_vectors(reader: IndexReader) -> None:
     vectors = reader.vectors
     n_chunks = reader.manifest["counts"]["chunks"]
@@ -170,7 +207,13 @@ def _read_manifest(path: Path) -> dict:
         assert isinstance(manifest, dict)
         assert manifest["format"] == FORMAT_VERSION
         assert isinstance(manifest["embedder"]["dim"], int)
-        assert isinstance(manifest["counts"]["chunks"], int)
+        assert isinstance(manifest["embedder"]["name"], str)
+        assert isinstance(manifest["chunker"], dict)
+        assert all(isinstance(manifest["counts"][k], int) for k in ("articles", "chunks", "vectors"))
+        files = manifest.get("files", {})
+        assert isinstance(files, dict) and all(
+            name in ("meta.sqlite", "vectors.faiss") and isinstance(info["bytes"], int)
+            and isinstance(info["sha256"], str) for name, info in files.items())
     except (OSError, ValueError, AssertionError, KeyError, TypeError):
         raise IndexBroken(f"manifest {path} is missing, damaged or from another rag version",
                           REBUILD_HINT) from None
@@ -212,8 +255,8 @@ class IndexWriter:
                               f"{self._lock_timeout:g} s)", "wait for it to finish, then run again") from None
         try:
             self._start()
-        except BaseException:
-            self._lock.release()
+        except BaseException as e:
+            self.__exit__(type(e), e, e.__traceback__)  # removes the .tmp folder; may raise a RagError
             raise
         return self
 
@@ -221,14 +264,27 @@ class IndexWriter:
         try:
             if getattr(self, "db", None) is not None:
                 self.db.close()
+                self.db = None
             if exc_type is not None and getattr(self, "tmp", None) is not None:
                 shutil.rmtree(self.tmp, ignore_errors=True)
+                renamed = self.tmp.with_name(self.tmp.name.removesuffix(".tmp"))  # failed before CURRENT named it
+                shutil.rmtree(renamed, ignore_errors=True)
         finally:
             self._lock.release()
+        error = _writer_error(exc, self.index_dir) if exc is not None else None
+        if error is not None:
+            raise error from exc
 
     def _start(self) -> None:
         for leftover in self.index_dir.glob("state-*.tmp"):
             shutil.rmtree(leftover, ignore_errors=True)  # abandoned by a killed writer
+        try:
+            published = _current_state(self.index_dir)
+        except IndexBroken:
+            published = None
+        for orphan in self.index_dir.glob("state-[0-9]*"):  # renamed, but killed before CURRENT named it
+            if published is not None and orphan.name > published.name and not orphan.name.endswith(".tmp"):
+                shutil.rmtree(orphan, ignore_errors=True)
         current = _current_state(self.index_dir) if not self.rebuild else None
         number = max([int(p.name[6:12]) for p in self.index_dir.glob("state-[0-9]*")
                       if p.name[6:12].isdigit()] or [0]) + 1
@@ -305,7 +361,11 @@ class IndexWriter:
         if self.vectors is None:
             faiss = _faiss()
             self.vectors = faiss.IndexIDMap2(faiss.IndexFlatIP(embedder["dim"]))
-        _faiss().write_index(self.vectors, str(self.tmp / "vectors.faiss"))
+        try:
+            _faiss().write_index(self.vectors, str(self.tmp / "vectors.faiss"))
+        except RuntimeError as e:  # faiss reports a failed fwrite (disk full) as RuntimeError
+            raise OSError(errno.EIO, f"cannot write vectors ({_first_line(e)})",
+                          str(self.tmp / "vectors.faiss")) from None
         now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         manifest = {
             "format": FORMAT_VERSION,
@@ -314,6 +374,7 @@ class IndexWriter:
             "counts": {"articles": n_articles, "chunks": n_chunks, "vectors": int(self.vectors.ntotal)},
             "created_at": (self.previous or {}).get("created_at", now),
             "updated_at": now,
+            "files": {name: _file_digest(self.tmp / name) for name in ("meta.sqlite", "vectors.faiss")},
         }
         (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         for name in ("meta.sqlite", "vectors.faiss", "manifest.json"):
@@ -327,8 +388,8 @@ class IndexWriter:
             f.flush()
             os.fsync(f.fileno())
         os.replace(pointer, self.index_dir / "CURRENT")
+        self.tmp = None  # published: from here on a failure must not remove it
         _fsync_path(self.index_dir)
-        self.tmp = None
         self._prune(keep=final.name)
         manifest["state"] = final.name
         return manifest
@@ -339,3 +400,25 @@ class IndexWriter:
         for old in states[:-2]:
             if old.name != keep:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _writer_error(exc: BaseException, index_dir: Path) -> RagError | None:
+    """The RagError a failed write becomes (None: leave the exception as it is).
+
+    Disk full, a write error, or a damaged database found while copying it: the new state was
+    discarded and CURRENT still names the previous one, so the message says the index is unchanged.
+    """
+    unchanged = f"the index at {index_dir} is unchanged"
+    space = "free some disk space, then run again"
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        hint = space if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else \
+            "check the disk (free space, permissions), then run again"
+        return RagError(f"writing the new index failed: {exc.strerror or exc}{where}; {unchanged}", hint)
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
+        if ((getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+            return RagError(f"writing the new index failed: {exc}; {unchanged}", space)
+        return IndexBroken(f"the metadata database of {index_dir} is damaged ({exc})", REBUILD_HINT)
+    if isinstance(exc, UnicodeDecodeError):
+        return IndexBroken(f"the metadata database of {index_dir} is damaged ({exc.reason})", REBUILD_HINT)
+    return None

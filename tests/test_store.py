@@ -9,7 +9,7 @@ import pytest
 
 from rag.config import Settings
 from rag.embed import FakeEmbedder
-from rag.errors import IndexBroken, IndexLocked, IndexMissing, UsageError
+from rag.errors import IndexBroken, IndexLocked, IndexMissing, RagError, UsageError
 from rag.indexer import index_paths
 from rag.status import index_status
 from rag.store import IndexWriter, open_index
@@ -110,7 +110,7 @@ def test_failed_write_keeps_previous_state(corpus, tmp_path, counter, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("rag.store._fsync_path", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(RagError, match="No space left on device.*unchanged"):
         _index([corpus], tmp_path, counter)
     monkeypatch.undo()
     assert _contents(tmp_path / "idx") == before
