@@ -522,7 +522,8 @@ def open_excerpt(text: str, start: int, end: int, colour: bool = False, width: i
     before, span, after = text[lo:start], text[start:end], text[end:hi]
     opening, closing = ("\x00", "\x01") if colour else ("»", "«")
     body = ("…" if lo > 0 else "") + before + opening + span + closing + after + ("…" if hi < len(text) else "")
-    paragraphs = [textwrap.fill(" ".join(p.split()), width) for p in body.split("\n") if p.strip()]
+    paragraphs = [textwrap.fill(" ".join(p.split()), width, break_on_hyphens=False)
+                  for p in body.split("\n") if p.strip()]
     out = "\n".join(paragraphs)
     if colour:  # reverse video across line breaks: close and reopen around each newline
         inside = re.compile("\x00(.*?)\x01", re.S)

@@ -114,6 +114,8 @@ class Pipeline:
             if verified.abstained:
                 notes.append("the model's answer could not be verified; answering with the evidence")
                 sentences = extractive(q, chosen)
+            else:
+                sentences = complete(q, sentences, chosen, notes)
 
         sentences, used = citations.renumber(date_sentences(sentences, chosen), chosen)
         abstained = not sentences
@@ -198,6 +200,19 @@ def extractive(question: str, items: list[Evidence]) -> list[Sentence]:
             covered |= adds
             dates.add(e.date)
     return [Sentence(e.text, [e.n], True) for e in picked]
+
+
+def complete(question: str, sentences: list[Sentence], items: list[Evidence], notes: list[str]) -> list[Sentence]:
+    """Add the evidence sentences the extractive answer would give that the model's answer lacks.
+
+    A small model often answers from one source only; this keeps a second crisis (another
+    article date) or the other half of a two-part question in the answer, verbatim and cited.
+    """
+    cited = {n for s in sentences for n in s.citations}
+    extra = [s for s in extractive(question, items) if not set(s.citations) & cited]
+    for s in extra:
+        notes.append(f"added source [{s.citations[0]}] the model's answer left out")
+    return sentences + extra
 
 
 def _label(e: Evidence) -> str:

@@ -35,11 +35,13 @@ def answer_text(answer: Answer, colour: bool = False, width: int = 100) -> str:
         if why:
             lines.append(_style(f"({why})", "2", colour))
         return "\n".join(lines)
-    lines = [textwrap.fill(answer.answer, width) if width else answer.answer, "", _style("Sources:", "1", colour)]
+    text = textwrap.fill(answer.answer, width, break_on_hyphens=False) if width else answer.answer
+    lines = [text, "", _style("Sources:", "1", colour)]
     for c in answer.citations:
         lines.append(_style(citation_line(c), "36", colour))
         quote = " ".join(c.quote.split())
-        lines.append(textwrap.fill(f"“{quote}”", width, initial_indent="    ", subsequent_indent="    "))
+        lines.append(textwrap.fill(f"“{quote}”", width, initial_indent="    ", subsequent_indent="    ",
+                                   break_on_hyphens=False))
     return "\n".join(lines)
 
 

@@ -239,7 +239,8 @@ def test_used_in_first_use_order():
 
 _words = st.sampled_from("the US urged Pakistan India attack killed forty 40 50 Kashmir aliens bombing "
                          "blamed tourists Pahalgam group".split())
-_sentence = st.lists(_words, min_size=1, max_size=8).map(" ".join).filter(lambda s: s[:1].isalpha())  # "40." alone is no sentence
+# "40." alone is no sentence: a sentence starts with a word
+_sentence = st.lists(_words, min_size=1, max_size=8).map(" ".join).filter(lambda s: s[:1].isalpha())
 _answer = st.lists(st.tuples(_sentence, st.lists(st.integers(0, 9), max_size=3)), max_size=5).map(
     lambda parts: " ".join(f"{s.capitalize()} {''.join(f'[{i}]' for i in ids)}." for s, ids in parts))
 
