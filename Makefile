@@ -6,7 +6,7 @@ RAG := $(VENV)/bin/rag
 STAMP := $(VENV)/.installed
 QUESTION ?= What did the US urge Pakistan to do?
 
-.PHONY: install demo test test-fast eval bench lint clean
+.PHONY: install demo test test-fast eval eval-gate bench lint clean
 
 install: $(STAMP)
 
@@ -23,9 +23,15 @@ demo: install
 	$(RAG) status
 	$(RAG) ask "$(QUESTION)"; test $$? -le 3
 
-test: install
+# The quick eval gate runs first so that pytest's summary is the run's closing line.
+test: install eval-gate
 	$(PY) -m ruff check rag tests
 	$(PY) -m pytest -q
+
+eval-gate: install
+	$(RAG) index eval/corpus --index eval/.index
+	$(RAG) eval --index eval/.index --mode extractive --floors eval/floors-extractive.json --out eval/reports/gate-extractive
+	$(RAG) eval --index eval/.index --mode llm --floors eval/floors-llm.json --out eval/reports/gate-llm
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
