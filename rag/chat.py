@@ -595,7 +595,7 @@ def _footnote_markers(text: str, numbers: dict[int, int]) -> str:
 
 
 def _footnote(number: int, c: Citation) -> str:
-    meta = ", ".join(x for x in (c.date or "undated", c.source) if x)
+    meta = ", ".join(x for x in (c.date or "date unknown", c.source) if x)
     return (f"[^{number}]: “{' '.join(c.quote.split())}” — *{c.title}* ({meta}), `{c.doc_id}`, "
             f"characters {c.start}–{c.end}")
 

@@ -43,7 +43,7 @@ _PATTERNS = [
     r"\"role\"\s*:\s*\"(system|assistant|developer)\"",
     # A fake evidence line as the prompt numbers them ("[2] (2025-01-01, AFP) ..."), the prompt's
     # delimiters (<<<SOURCES), and a completed exchange on one line ("Q: ...? A: ...").
-    r"\[\d+\]\s*\((\d{4}-\d\d-\d\d|undated)\b|<{3,}|>{3,}|\bQ:[^\n]*\?[ \t]*A:[ \t]",
+    r"\[\d+\]\s*\((\d{4}-\d\d-\d\d|undated|date unknown)\b|<{3,}|>{3,}|\bQ:[^\n]*\?[ \t]*A:[ \t]",
 ]
 _INSTRUCTION = re.compile("|".join(f"(?:{p})" for p in _PATTERNS), _FLAGS | re.MULTILINE)
 _INVISIBLE = re.compile("[\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")

@@ -22,7 +22,7 @@ def _style(text: str, code: str, on: bool) -> str:
 
 
 def citation_line(c: Citation) -> str:
-    meta = ", ".join(x for x in (c.date or "undated", c.source) if x)
+    meta = ", ".join(x for x in (c.date or "date unknown", c.source) if x)
     also = f"; also reported by {', '.join(c.also_reported_by)}" if c.also_reported_by else ""
     return f"[{c.n}] {c.title} ({meta}) {c.doc_id}:{c.start}-{c.end}{also}"
 
