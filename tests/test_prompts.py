@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -86,6 +90,18 @@ def test_unknown_template_is_a_clear_error():
 def test_installed_copy_is_used_outside_a_checkout(monkeypatch, tmp_path):
     monkeypatch.setattr(prompts, "_CHECKOUT_DIR", tmp_path / "absent")
     assert prompts.prompts_dir().parts[-2:] == ("rag", "prompts")
+    assert prompts.load("answer_system").variables == {"abstain"}
+
+
+@pytest.mark.slow
+def test_a_built_wheel_ships_every_template(tmp_path):
+    """rag/prompts links to the top-level prompts/; a non-editable install must carry the files."""
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(root)], check=True, capture_output=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("rag-*.whl")
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("rag/prompts/")}
+    assert shipped == {f"rag/prompts/{name}.txt" for name in prompts.template_names()}
 
 
 # --- sanitize_source_text ------------------------------------------------------------------
