@@ -25,7 +25,7 @@ demo: install
 
 # The quick eval gate runs first so that pytest's summary is the run's closing line.
 test: install eval-gate
-	$(PY) -m ruff check rag tests
+	$(PY) -m ruff check rag tests eval bench
 	$(PY) -m pytest -q
 
 eval-gate: install
@@ -44,7 +44,7 @@ bench: install
 	$(PY) bench/bench.py
 
 lint: install
-	$(PY) -m ruff check rag tests
+	$(PY) -m ruff check rag tests eval bench
 
 clean:
 	rm -rf $(VENV) index/state-* index/CURRENT eval/.index eval/reports .pytest_cache

@@ -17,9 +17,12 @@ from rag.pipeline import EVIDENCE_SENTENCES, Pipeline
 
 
 def main() -> None:
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__.strip())
+        return
     index = sys.argv[1] if len(sys.argv) > 1 else "eval/.index"
     pipeline = Pipeline(Settings(index=index, mode="extractive"))
-    print("id\tanswerable\tbest\tkey_cov\tq_cov_best\tmissing\tquestion")
+    print("id\tanswerable\tbest\tkey_cov\tq_cov_best\tasks_for\tgiven\tmissing\tquestion")
     for item in load_gold("eval/gold.jsonl"):
         q = item["question"]
         hits = pipeline.retriever.search(q, pipeline.settings.k)
@@ -32,7 +35,11 @@ def main() -> None:
         asked = content_tokens(q)
         top = chosen[0] if chosen else None
         q_cov = len(asked & evidence.evidence_tokens(top)) / len(asked) if top and asked else 0.0
-        print(f"{item['id']}\t{item['answerable']}\t{best:.3f}\t{key_cov:.2f}\t{q_cov:.2f}\t"
+        kind = evidence.answer_type(q)
+        asks_for = evidence.KIND_NAMES[kind] if kind else "-"
+        given = "-" if kind is None else max(
+            (f"{e.score:.3f}" for e in chosen if evidence.holds_new(kind, e.text, q)), default="none")
+        print(f"{item['id']}\t{item['answerable']}\t{best:.3f}\t{key_cov:.2f}\t{q_cov:.2f}\t{asks_for}\t{given}\t"
               f"{','.join(sorted(terms - present))}\t{q}")
 
 

@@ -219,8 +219,37 @@ def _merge_numbers(tokens: list[str]) -> list[str]:
     return out
 
 
+# Irregular forms of verbs news prose uses all the time, mapped to their base form.
+_IRREGULAR = {
+    "spoke": "speak", "spoken": "speak", "took": "take", "taken": "take", "held": "hold",
+    "met": "meet", "won": "win", "led": "lead", "fought": "fight", "struck": "strike",
+    "sought": "seek", "began": "begin", "begun": "begin", "gave": "give", "given": "give",
+    "went": "go", "gone": "go", "made": "make", "came": "come", "saw": "see", "seen": "see",
+    "knew": "know", "known": "know", "thought": "think", "brought": "bring", "bought": "buy",
+    "caught": "catch", "left": "leave", "lost": "lose", "kept": "keep", "sent": "send",
+    "spent": "spend", "stood": "stand", "ran": "run", "wrote": "write", "written": "write",
+    "chose": "choose", "chosen": "choose", "drew": "draw", "drawn": "draw", "flew": "fly",
+    "flown": "fly", "grew": "grow", "grown": "grow", "rose": "rise", "risen": "rise",
+    "shot": "shoot", "hit": "hit", "fell": "fall", "fallen": "fall", "broke": "break",
+    "broken": "break", "froze": "freeze", "frozen": "freeze", "hid": "hide", "hidden": "hide",
+    "paid": "pay", "laid": "lay", "meant": "mean", "felt": "feel", "heard": "hear",
+    "found": "find", "became": "become", "withdrew": "withdraw", "withdrawn": "withdraw",
+}
+# British spellings folded into American ones: "defence" and "defense" are one word.
+_SPELLINGS = [
+    (re.compile(r"(?<=\w{3})is(e|ed|es|ing|ation|ations)$"), r"iz\1"),  # organise -> organize
+    (re.compile(r"(?<=\w\w[^aeiou])our(s|ed|ing|ite|ites)?$"), r"or\1"),  # labour -> labor
+    (re.compile(r"(?<=[fc])ence$"), "ense"),  # defence -> defense, licence -> license
+    (re.compile(r"(?<=\w\w[bt])re(s)?$"), r"er\1"),  # centre -> center, theatre -> theater
+]
+
+
 def _stem(word: str) -> str:
-    """Light suffix stripping so 'urges', 'urged', 'urging' and 'urge' meet."""
+    """Light suffix stripping so 'urges', 'urged', 'urging' and 'urge' meet (and 'spoke' and
+    'speak', 'carried' and 'carry', 'defence' and 'defense')."""
+    word = _IRREGULAR.get(word, word)
+    for pattern, replacement in _SPELLINGS:
+        word = pattern.sub(replacement, word)
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
     for suffix in ("ing", "ed"):
@@ -228,6 +257,8 @@ def _stem(word: str) -> str:
             word = word[: -len(suffix)]
             if word[-1] == word[-2] and word[-1] not in "lsz":  # stopped -> stop
                 word = word[:-1]
+            elif suffix == "ed" and word[-1] == "i":  # carried -> carry
+                word = word[:-1] + "y"
             break
     else:
         if word.endswith(("sses", "xes", "zes", "ches", "shes")):

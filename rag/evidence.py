@@ -7,8 +7,10 @@ selection that skips near-copies (folded into `also_reported_by`) and keeps at m
 sentences per article, so two crises reported on two dates both reach the prompt.
 
 The abstain check is deliberately simple and explainable: the best sentence must be close enough
-to the question, and the question's specific terms (names, places, numbers, the thing asked for)
-must be found in the evidence. Thresholds are calibrated on eval/gold.jsonl (see README).
+to the question, the question's specific terms (names, places, numbers) must be found in the
+retrieved passages, and when the question plainly asks for a date, a number, a duration or a
+name, some evidence sentence must hold one that the question does not already contain.
+Thresholds are calibrated on eval/gold.jsonl (see README).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rag.citations import content_tokens
+from rag.ingest import date_header_length
 from rag.injection import in_instruction
 from rag.sentences import sentence_spans
 from rag.types import Evidence, Hit
@@ -52,13 +55,19 @@ _DATE_TEXT = re.compile(rf"\b{_MONTH_NAMES}\.? \d{{1,2}}\b|\b\d{{1,2}} {_MONTH_N
 _COUNT_TEXT = re.compile(r"\b\d[\d,.]*\b|\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|"
                          r"forty|fifty|sixty|seventy|eighty|ninety|hundred|dozens?|hundreds|thousands?|millions?)\b",
                          re.IGNORECASE)
+_DURATION_TEXT = re.compile(r"\b(?:\d[\d,.]*|an?|one|two|three|four|five|six|seven|eight|nine|ten|several|few|many)"
+                            r"[ -](?:seconds?|minutes?|hours?|days?|weeks?|months?|years?|decades?)\b"
+                            r"|\b(?:overnight|hours-long|hour-long|day-long)\b", re.IGNORECASE)
 _ASKS = [  # (question pattern, what an answer holds)
     (re.compile(r"^\s*(when\b|on what date|what date|which (year|month|day)s?|in which (year|month)s?)", re.I),
      _DATE_TEXT),
     (re.compile(r"^\s*(how many|how much|what (number|weight|amount|percentage))\b", re.I), _COUNT_TEXT),
+    (re.compile(r"^\s*how long\b", re.I), _DURATION_TEXT),
     (re.compile(r"^\s*(who|whom|whose)\b|^\s*which [\w-]+ (envoy|official|minister|leader|president|spokes\w*|"
-                r"group|outfit|country|countries|force|treaty|border|site|camp)\b|^\s*where\b", re.I), _CAPITALISED),
+                r"group|outfit|country|countries|force|treaty|border|site|camp)\b|^\s*where\b|"
+                r"^\s*what (is|was|were|are) the names? of\b", re.I), _CAPITALISED),
 ]
+KIND_NAMES = {_DATE_TEXT: "a date", _COUNT_TEXT: "a number", _DURATION_TEXT: "a duration", _CAPITALISED: "a name"}
 
 
 def answer_type(question: str) -> re.Pattern[str] | None:
@@ -67,9 +76,22 @@ def answer_type(question: str) -> re.Pattern[str] | None:
 
 
 def holds_new(kind: re.Pattern[str], text: str, question: str) -> bool:
-    """Whether `text` holds an instance of `kind` that the question itself does not contain."""
+    """Whether `text` holds an instance of `kind` that the question itself does not contain.
+
+    A name counts as already asked when the question holds it or a word it begins ("India" in a
+    question about an "Indian incursion", "Pakistan" for "Pakistani").
+    """
     asked = {m.group(0).lower() for m in kind.finditer(question)}
-    return any(m.group(0).lower() not in asked and m.start() > 0 for m in kind.finditer(text))
+    words = {w.lower() for w in re.findall(r"\w+", question)}
+
+    def new(found: str) -> bool:
+        if found.lower() in asked:
+            return False
+        if kind is _CAPITALISED:
+            return not all(any(w.startswith(n.lower()) for w in words) for n in re.findall(r"\w+", found))
+        return True
+
+    return any(m.start() > 0 and new(m.group(0)) for m in kind.finditer(text))
 
 
 @dataclass
@@ -88,6 +110,7 @@ def candidates(hits: list[Hit]) -> list[Candidate]:
     out: list[Candidate] = []
     for hit in hits:
         for s, e in sentence_spans(hit.text):
+            s += date_header_length(hit.text[s:e])  # "date 2019-02-20 WASHINGTON ..." quotes from WASHINGTON
             start, end = hit.start + s, hit.start + e
             text = hit.text[s:e]
             if (hit.doc_id, start) in seen or len(text.split()) < MIN_WORDS or _is_heading(text):
@@ -127,8 +150,10 @@ def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarr
     cosines = vectors[1:] @ vectors[0]
     asked = content_tokens(question)
     kind = answer_type(question)
+    # A sentence from a 2019 article covers the "2019" of a question about "the 2019 attack".
+    dated = {c.hit.date: content_tokens(date_words(c.hit.date)) for c in pool}
     for c, cos in zip(pool, cosines, strict=True):
-        coverage = len(asked & c.tokens) / len(asked) if asked else 0.0
+        coverage = len(asked & (c.tokens | dated[c.hit.date])) / len(asked) if asked else 0.0
         bonus = ANSWER_TYPE_BONUS if kind is not None and holds_new(kind, c.text, question) else 0.0
         c.relevance = DENSE_WEIGHT * float(cos) + (1 - DENSE_WEIGHT) * coverage + bonus
     pool.sort(key=lambda c: (-c.relevance, c.hit.rank, c.start))
@@ -202,4 +227,7 @@ def assess(question: str, evidence: list[Evidence], hits: list[Hit]) -> Assessme
     missing = sorted(terms - present)
     if terms and (len(terms) - len(missing)) / len(terms) < MIN_KEY_COVERAGE:
         return Assessment(False, "the articles never mention " + ", ".join(missing), missing)
+    kind = answer_type(question)
+    if kind is not None and not any(e.score >= MIN_RELEVANCE and holds_new(kind, e.text, question) for e in evidence):
+        return Assessment(False, f"the question asks for {KIND_NAMES[kind]} and no passage found gives one")
     return Assessment(True, f"relevance {best:.2f}")

@@ -538,6 +538,12 @@ _PAREN = re.compile(r"\(([^()\n]{1,40})\)")
 _SIGNOFF_STRIP = " \t\r-–—()[].,:;*_\"'"
 
 
+def date_header_length(text: str) -> int:
+    """Length of a leading `date YYYY-MM-DD` header line in `text` (0 if none): metadata, not prose."""
+    header = _DATE_HEADER.match(text[:100])
+    return header.end() if header else 0
+
+
 def _text_meta(text: str, markdown: bool) -> dict[str, str | None]:
     """Title, date and source stated in the text itself; front matter wins over the rest."""
     front, body = _front_matter(text)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from rag.citations import (
     MARKER_RE,
     Verified,
+    content_tokens,
     is_abstention,
     parse_answer,
     render,
@@ -329,3 +330,17 @@ def test_parse_and_verify_any_text(text):
         assert len(ids) == len(set(ids))
     v = verify(text, EVIDENCE)
     assert v.abstained == (v.sentences == [])
+
+
+@pytest.mark.parametrize("a, b", [
+    ("spoke", "speak"), ("spoken", "speaking"), ("took", "taking"), ("carried", "carry"), ("tried", "try"),
+    ("defence", "defense"), ("labour", "labor"), ("organised", "organized"), ("centre", "center"),
+    ("urges", "urging"), ("stopped", "stop"),
+])
+def test_word_forms_meet(a, b):
+    assert content_tokens(a) == content_tokens(b)
+
+
+@pytest.mark.parametrize("a, b", [("minister", "ministry"), ("four", "hour"), ("tour", "tor"), ("lost", "list")])
+def test_different_words_stay_apart(a, b):
+    assert content_tokens(a) != content_tokens(b)

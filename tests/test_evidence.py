@@ -1,0 +1,105 @@
+"""Evidence selection and the abstain decision, with hand-made hits and a bag-of-words embedder."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from rag import evidence
+from rag.citations import content_tokens
+from rag.types import Evidence, Hit
+
+
+def bag_embed(texts: list[str]) -> np.ndarray:
+    """A deterministic stand-in for the embedder: normalised hashed bags of content tokens."""
+    out = np.zeros((len(texts), 256), dtype=np.float32)
+    for i, text in enumerate(texts):
+        for token in content_tokens(text):
+            out[i, zlib.crc32(token.encode()) % 256] += 1.0
+        norm = np.linalg.norm(out[i])
+        if norm:
+            out[i] /= norm
+    return out
+
+
+def hit(text: str, *, doc_id: str = "a.txt", date: str | None = "2019-02-20", rank: int = 1) -> Hit:
+    return Hit(rank=rank, chunk_id=f"{doc_id}:0-{len(text)}", doc_id=doc_id, start=0, end=len(text), text=text,
+               title="A title", date=date, source=None, score=1.0)
+
+
+def ev(text: str, score: float = 0.6, date: str | None = "2019-02-20") -> Evidence:
+    return Evidence(n=1, doc_id="a.txt", chunk_id="a.txt:0-1", start=0, end=len(text), text=text,
+                    title="A title", date=date, source=None, score=score)
+
+
+@pytest.mark.parametrize("question, kind", [
+    ("When did the border reopen?", "a date"),
+    ("On what date did the strikes happen?", "a date"),
+    ("How many people were arrested?", "a number"),
+    ("How long did the phone call last?", "a duration"),
+    ("Who leads the group?", "a name"),
+    ("What was the name of the bomber?", "a name"),
+    ("What did the US urge Pakistan to do?", None),
+])
+def test_answer_type(question, kind):
+    found = evidence.answer_type(question)
+    assert (found and evidence.KIND_NAMES[found]) == kind
+
+
+def test_a_name_the_question_already_holds_is_not_new():
+    who = evidence.answer_type("Who warned of an Indian incursion?")
+    assert not evidence.holds_new(who, "Officials said India would act soon.", "Who warned of an Indian incursion?")
+    assert evidence.holds_new(who, "Officials said Khawaja Asif warned of it.", "Who warned of an Indian incursion?")
+
+
+def test_typed_question_without_that_kind_of_evidence_abstains():
+    question = "When did the Wagah border reopen?"
+    closed = "The Wagah border has also been closed to travellers from both countries."
+    verdict = evidence.assess(question, [ev(closed)], [hit(closed)])
+    assert not verdict.answerable
+    assert "asks for a date" in verdict.reason
+
+
+def test_typed_question_with_that_kind_of_evidence_answers():
+    question = "When did the Wagah border reopen?"
+    reopened = "The Wagah border reopened on March 3 after talks between both countries."
+    assert evidence.assess(question, [ev(reopened)], [hit(reopened)]).answerable
+
+
+def test_the_kind_asked_for_must_sit_in_relevant_evidence():
+    question = "How long did the phone call with the minister last?"
+    call = "The minister held a phone call with his counterpart about the crisis."
+    aside = "Talks on ending 17 years of war continue."
+    hits = [hit(call), hit(aside, doc_id="b.txt", rank=2)]
+    assert evidence.assess(question, [ev(call), ev(aside, score=0.1)], hits).answerable is False
+    assert evidence.assess(question, [ev(call), ev(aside, score=0.5)], hits).answerable is True
+
+
+def test_date_header_is_not_quoted_as_evidence():
+    text = "date 2019-02-20 WASHINGTON (AFP) - The United States pressed Pakistan to punish the attackers."
+    (chosen,) = evidence.select("What did the US press Pakistan to do?", [hit(text)], bag_embed)
+    assert chosen.text.startswith("WASHINGTON (AFP)")
+    assert text[chosen.start:chosen.end] == chosen.text
+
+
+def test_a_year_in_the_question_is_covered_by_the_article_date():
+    question = "Who claimed the 2019 attack?"
+    old = hit("The attack was claimed by the group Jaish-e-Mohammed in Kashmir.", doc_id="old.txt")
+    new = hit("The attack was claimed by the group The Resistance Front in Kashmir.", doc_id="new.txt",
+              date="2025-05-01", rank=2)
+    chosen = evidence.select(question, [new, old], bag_embed)
+    assert chosen[0].doc_id == "old.txt"
+
+
+def test_unrelated_evidence_abstains():
+    verdict = evidence.assess("Who won the cricket match?", [ev("Rain fell in Delhi.", score=0.1)],
+                              [hit("Rain fell in Delhi.")])
+    assert not verdict.answerable and "weakly related" in verdict.reason
+
+
+def test_a_name_missing_from_the_passages_abstains():
+    text = "Pakistan's prime minister called for calm after the attack in Kashmir."
+    verdict = evidence.assess("What did Imran Khan say about the attack?", [ev(text)], [hit(text)])
+    assert not verdict.answerable and verdict.missing == ["imran", "khan"]
