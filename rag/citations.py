@@ -235,6 +235,15 @@ _IRREGULAR = {
     "paid": "pay", "laid": "lay", "meant": "mean", "felt": "feel", "heard": "hear",
     "found": "find", "became": "become", "withdrew": "withdraw", "withdrawn": "withdraw",
 }
+# Demonyms folded into their country: "Pakistani officials" are Pakistan's officials.
+_DEMONYMS = {
+    "indian": "india", "pakistani": "pakistan", "chinese": "china", "afghan": "afghanistan",
+    "british": "britain", "french": "france", "russian": "russia", "iranian": "iran",
+    "israeli": "israel", "ukrainian": "ukraine", "japanese": "japan", "german": "germany",
+    "bangladeshi": "bangladesh", "kashmiri": "kashmir", "nepali": "nepal", "nepalese": "nepal",
+    "turkish": "turkey", "egyptian": "egypt", "syrian": "syria",
+    "iraqi": "iraq", "american": "america", "canadian": "canada", "australian": "australia",
+}
 # British spellings folded into American ones: "defence" and "defense" are one word.
 _SPELLINGS = [
     (re.compile(r"(?<=\w{3})is(e|ed|es|ing|ation|ations)$"), r"iz\1"),  # organise -> organize
@@ -248,6 +257,9 @@ def _stem(word: str) -> str:
     """Light suffix stripping so 'urges', 'urged', 'urging' and 'urge' meet (and 'spoke' and
     'speak', 'carried' and 'carry', 'defence' and 'defense')."""
     word = _IRREGULAR.get(word, word)
+    if word.endswith("s") and word[:-1] in _DEMONYMS:  # Pakistanis, Afghans
+        word = word[:-1]
+    word = _DEMONYMS.get(word, word)
     for pattern, replacement in _SPELLINGS:
         word = pattern.sub(replacement, word)
     if len(word) > 4 and word.endswith("ies"):
@@ -295,13 +307,36 @@ def _capped(claim: set[str], passage: set[str]) -> float:
     return _overlap(claim, passage)
 
 
+# A clause ("..., and to punish those responsible") with at least CLAUSE_TOKENS content words
+# must find CLAUSE_FLOOR of them in the passage (the same share a whole sentence needs), or the
+# whole sentence is unsupported: a small model glues a clause from one crisis onto a sentence
+# about the other, and the sentence-wide share alone can still pass.
+CLAUSE_TOKENS = 3
+CLAUSE_FLOOR = 0.6
+_CLAUSE_SPLIT = re.compile(r"[,;:()]|\s[–—-]\s|\b(?:and|but|while|whereas|which|who|after|before|because)\b",
+                           re.IGNORECASE)
+
+
+def _claim_support(sentence: str, claim: set[str], passage: set[str]) -> float:
+    """Share of the claim's tokens in the passage; 0 when a number or a whole clause is missing."""
+    score = _capped(claim, passage)
+    if score == 0.0:
+        return 0.0
+    for clause in _CLAUSE_SPLIT.split(sentence):
+        words = content_tokens(clause)
+        if len(words) >= CLAUSE_TOKENS and _overlap(words, passage) < CLAUSE_FLOOR:
+            return 0.0
+    return score
+
+
 def support_score(sentence: str, passage: str) -> float:
     """Share of the sentence's content tokens found in the passage, in [0, 1].
 
-    0 when the sentence states a number the passage does not hold: numbers are where small
-    models hallucinate most, and a wrong count must never pass as supported.
+    0 when the sentence states a number the passage does not hold (numbers are where small
+    models hallucinate most, and a wrong count must never pass as supported), or when one of
+    its clauses is nearly all foreign to the passage.
     """
-    return _capped(content_tokens(sentence), content_tokens(passage))
+    return _claim_support(sentence, content_tokens(sentence), content_tokens(passage))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +410,7 @@ def verify(answer_text: str, evidence: list[Evidence], threshold: float = 0.6,
                 invented.append(i)
                 notes.append(f"removed citation [{i}]: no such source")
         claim = content_tokens(text)
-        scores = {n: _capped(claim, tokens[n]) for n in by_n}
+        scores = {n: _claim_support(text, claim, tokens[n]) for n in by_n}
         best_cited = max((scores[n] for n in valid), default=0.0)
         if best_cited >= threshold:
             rows.append((text, valid, Sentence(text, valid, True)))
