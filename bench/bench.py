@@ -582,7 +582,9 @@ def main() -> int:
 
         # Thread count and quantisation type: the evidence for rag.llm's defaults.
         extra["threads"] = part("threads", capture["model"])
-        extra["quants"] = part("quants", capture["model"], str(work))
+        from rag.llm import default_model_path  # the shipped Q4_1 file, not the Q8_0 copy rag loads
+
+        extra["quants"] = part("quants", str(default_model_path() or capture["model"]), str(work))
         print("\ndecode / prefill tokens/s by threads (median of 2), idle and beside one busy process:")
         for key, v in extra["threads"].items():
             if not isinstance(v, dict):

@@ -27,6 +27,8 @@ class Settings:
     max_answer_tokens: int = 160
     n_ctx: int = 2048
     threads: int = 0  # 0 = physical cores - 1 (at least 1): see rag.llm.default_threads
+    fast_model: bool = True  # load the bundled Q4_1 model from a Q8_0 copy made once (rag.llm.fast_copy)
+    cache_dir: str | None = None  # derived files (that copy); None = the user's cache folder
     lock_timeout: float = 10.0  # seconds a second writer waits for the index lock
 
     def validate(self) -> Settings:
@@ -49,8 +51,16 @@ _FIELDS = {f.name: f for f in fields(Settings)}
 def _coerce(name: str, value: Any, origin: str) -> Any:
     kind = type(getattr(Settings(), name))
     if value is None or value == "":
-        return None if name in ("model", "embedder") else getattr(Settings(), name)
+        return None if name in ("model", "embedder", "cache_dir") else getattr(Settings(), name)
     try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
         if kind is int:
             return int(value)
         if kind is float:

@@ -13,12 +13,13 @@ Left out on purpose: GPU offload, model downloads, sampling knobs beyond Generat
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import os
 import re
 import struct
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -347,9 +348,72 @@ def _no_amx_repack():
 
 
 def load_model(flag: str | None, settings: Settings) -> LlamaModel:
-    """Resolve, check and load the model for a run from the --model flag and Settings."""
+    """Resolve, check and load the model for a run from the --model flag and Settings.
+
+    The bundled default is loaded from its fast Q8_0 copy when that can be had (see fast_copy);
+    a user's own GGUF is always loaded as given.
+    """
     path = resolve_model_path(flag, settings.model)
+    if settings.fast_model and not (flag or settings.model) and path.name == DEFAULT_MODEL_FILE:
+        fast = fast_copy(path, model_cache_dir(settings))
+        if fast != path:
+            try:
+                return LlamaModel(fast, n_ctx=settings.n_ctx, n_threads=settings.threads)
+            except ModelError:  # a damaged copy: drop it, use the original, remake it next time
+                with suppress(OSError):
+                    fast.unlink(missing_ok=True)
     return LlamaModel(path, n_ctx=settings.n_ctx, n_threads=settings.threads)
+
+
+# --- a faster encoding of the bundled model ----------------------------------------------------
+
+FAST_TYPE = "Q8_0"
+
+
+def model_cache_dir(settings: Settings) -> Path:
+    """Where derived model files live: Settings.cache_dir, else the user's cache folder."""
+    if settings.cache_dir:
+        return Path(settings.cache_dir).expanduser() / "models"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("rag")) / "models"
+
+
+def fast_copy(source: Path, cache_dir: Path) -> Path:
+    """The bundled Q4_1 model re-encoded once as Q8_0 in `cache_dir`; `source` when that fails.
+
+    Why: llama.cpp's CPU kernels read prompts in Q4_1 slowly. Measured here (bench/bench.py,
+    1 thread): prefill 135 tokens/s for Q4_1, 228 for Q8_0; on the eval, answer latency p50
+    went from 2.7 s to 1.7 s with the same accuracy (66.7%) and 67 of 85 answers identical.
+    Q8_0 keeps every Q4_1 weight almost exactly (8 bits per weight instead of 4 plus an offset),
+    so this is the same model in a faster encoding, not a different one. Made without network
+    access, written to a temporary name and renamed, so a crash never leaves a half copy in use.
+    """
+    stat = source.stat()
+    tag = hashlib.sha1(f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_dir / tag / source.name.replace(".Q4_1.", f".{FAST_TYPE}.")
+    if target.is_file():
+        return target
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        import llama_cpp.llama_cpp as capi
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        params = capi.llama_model_quantize_default_params()
+        params.ftype, params.allow_requantize, params.nthread = capi.LLAMA_FTYPE_MOSTLY_Q8_0, True, default_threads()
+        with suppress_stdout_stderr(disable=False):
+            failed = capi.llama_model_quantize(str(source).encode(), str(tmp).encode(), params)
+        if failed or tmp.stat().st_size < stat.st_size:  # Q8_0 is larger than Q4_1: smaller is a cut-off write
+            raise OSError("quantisation failed")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        return target
+    except (OSError, ImportError, AttributeError):
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        return source
 
 
 # --- the fake ------------------------------------------------------------------------------

@@ -303,3 +303,55 @@ def test_real_model_loads_quietly_and_truncated_copies_fail_cleanly(smollm, tmp_
         llm.LlamaModel(truncated, n_ctx=256)
     captured = capfd.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+# --- the fast Q8_0 copy of the bundled model ----------------------------------------------------
+
+def test_fast_copy_falls_back_to_the_original_when_it_cannot_be_made(tmp_path):
+    source = tmp_path / llm.DEFAULT_MODEL_FILE
+    source.write_bytes(b"GGUF" + b"\0" * 60)  # a header, no tensors: quantisation fails
+    assert llm.fast_copy(source, tmp_path / "cache") == source
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the cache folder should be")
+    assert llm.fast_copy(source, blocked) == source
+    assert not list((tmp_path / "cache").rglob("*.gguf")), "no half-made copy is left behind"
+
+
+def test_fast_model_setting_parses(monkeypatch):
+    from rag.config import load_settings
+    from rag.errors import UsageError
+
+    assert load_settings(environ={}).fast_model is True
+    assert load_settings(environ={"RAG_FAST_MODEL": "0"}).fast_model is False
+    assert load_settings(environ={"RAG_FAST_MODEL": "yes"}).fast_model is True
+    with pytest.raises(UsageError, match="fast_model"):
+        load_settings(environ={"RAG_FAST_MODEL": "maybe"})
+
+
+@pytest.mark.slow
+def test_bundled_model_loads_from_a_fast_copy_made_once(smollm, tmp_path, monkeypatch, capfd):
+    from rag.config import Settings
+
+    monkeypatch.setattr(llm, "default_model_path", lambda: smollm.path)
+    settings = Settings(cache_dir=str(tmp_path), n_ctx=512)
+    fast = llm.load_model(None, settings)
+    assert fast.name == llm.DEFAULT_MODEL_FILE.replace("Q4_1", "Q8_0") and fast.path.is_relative_to(tmp_path)
+    made = fast.path.stat().st_mtime_ns
+    messages, config = answer_messages(2), GenerationConfig(max_tokens=24)
+    reference = "".join(smollm.stream_chat(messages, config))
+    assert "".join(fast.stream_chat(messages, config)).split()[:4] == reference.split()[:4]
+    fast.close()
+    again = llm.load_model(None, settings)
+    assert again.path == fast.path and again.path.stat().st_mtime_ns == made  # made once, then reused
+    again.close()
+    # A user's own GGUF, or fast_model off, is loaded exactly as given.
+    own = llm.load_model(str(smollm.path), settings)
+    off = llm.load_model(None, Settings(cache_dir=str(tmp_path), n_ctx=512, fast_model=False))
+    assert own.path == smollm.path and off.path == smollm.path
+    own.close(), off.close()
+    # A damaged copy is dropped and the original used; the next load makes a new copy.
+    fast.path.write_bytes(fast.path.read_bytes()[: 1 << 20])
+    damaged = llm.load_model(None, settings)
+    assert damaged.path == smollm.path and not fast.path.exists()
+    damaged.close()
+    assert capfd.readouterr().err == ""
