@@ -317,16 +317,17 @@ _CLAUSE_SPLIT = re.compile(r"[,;:()]|\s[–—-]\s|\b(?:and|but|while|whereas|wh
                            re.IGNORECASE)
 
 
-def _claim_support(sentence: str, claim: set[str], passage: set[str]) -> float:
+def _clauses(sentence: str) -> list[set[str]]:
+    """The content tokens of each clause of `sentence` that is long enough to be checked alone."""
+    clauses = (content_tokens(clause) for clause in _CLAUSE_SPLIT.split(sentence))
+    return [words for words in clauses if len(words) >= CLAUSE_TOKENS]
+
+
+def _claim_support(claim: set[str], clauses: list[set[str]], passage: set[str]) -> float:
     """Share of the claim's tokens in the passage; 0 when a number or a whole clause is missing."""
-    score = _capped(claim, passage)
-    if score == 0.0:
+    if any(_overlap(words, passage) < CLAUSE_FLOOR for words in clauses):
         return 0.0
-    for clause in _CLAUSE_SPLIT.split(sentence):
-        words = content_tokens(clause)
-        if len(words) >= CLAUSE_TOKENS and _overlap(words, passage) < CLAUSE_FLOOR:
-            return 0.0
-    return score
+    return _capped(claim, passage)
 
 
 def support_score(sentence: str, passage: str) -> float:
@@ -336,7 +337,7 @@ def support_score(sentence: str, passage: str) -> float:
     models hallucinate most, and a wrong count must never pass as supported), or when one of
     its clauses is nearly all foreign to the passage.
     """
-    return _claim_support(sentence, content_tokens(sentence), content_tokens(passage))
+    return _claim_support(content_tokens(sentence), _clauses(sentence), content_tokens(passage))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,8 +410,8 @@ def verify(answer_text: str, evidence: list[Evidence], threshold: float = 0.6,
             if i not in by_n and i not in invented:
                 invented.append(i)
                 notes.append(f"removed citation [{i}]: no such source")
-        claim = content_tokens(text)
-        scores = {n: _claim_support(text, claim, tokens[n]) for n in by_n}
+        claim, clauses = content_tokens(text), _clauses(text)
+        scores = {n: _claim_support(claim, clauses, tokens[n]) for n in by_n}
         best_cited = max((scores[n] for n in valid), default=0.0)
         if best_cited >= threshold:
             rows.append((text, valid, Sentence(text, valid, True)))

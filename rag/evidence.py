@@ -82,14 +82,13 @@ def holds_new(kind: re.Pattern[str], text: str, question: str) -> bool:
     question about an "Indian incursion", "Pakistan" for "Pakistani").
     """
     asked = {m.group(0).lower() for m in kind.finditer(question)}
-    words = {w.lower() for w in re.findall(r"\w+", question)}
+    words = [w.lower() for w in re.findall(r"\w+", question)]
 
     def new(found: str) -> bool:
         if found.lower() in asked:
             return False
-        if kind is _CAPITALISED:
-            return not all(any(w.startswith(n.lower()) for w in words) for n in re.findall(r"\w+", found))
-        return True
+        return kind is not _CAPITALISED or not all(
+            any(w.startswith(n.lower()) for w in words) for n in re.findall(r"\w+", found))
 
     return any(m.start() > 0 and new(m.group(0)) for m in kind.finditer(text))
 
