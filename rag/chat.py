@@ -36,7 +36,7 @@ from rag import prompts, render
 from rag.citations import content_tokens
 from rag.errors import EXIT_OK, RagError, UsageError
 from rag.evidence import key_terms
-from rag.llm import GenerationConfig, load_model, resolve_model_path
+from rag.llm import GenerationConfig, load_model
 from rag.retrieve import Filters
 from rag.types import Answer, Citation
 
@@ -230,7 +230,7 @@ class ChatSession:
         self.rewrite = rewrite
         self.width = width or 100
         self.turns: list[Turn] = []
-        self.model_name = _model_name(pipeline)
+        self.model_name = pipeline.model_name()
         self._drafting = False
 
     # --- output --------------------------------------------------------------------------
@@ -381,7 +381,7 @@ class ChatSession:
             self.say(f"rag: {e}")
             self.say(f"still using {self.model_name}")
             return
-        _swap_model(self.pipeline, llm)
+        self.pipeline.use_model(llm)
         self.model_name = llm.name
         self.say(f"model = {self.model_name}")
 
@@ -476,28 +476,6 @@ class ChatSession:
             self.say("no answer yet: ask a question first")
             return None
         return turn.answer
-
-
-def _swap_model(pipeline, llm) -> None:
-    """Put a newly loaded model in the pipeline and free the old one.
-
-    Pipeline has no public setter; it loads its model lazily into `_llm`, so the swap sets that.
-    """
-    old = getattr(pipeline, "_llm", None)
-    pipeline._llm = llm
-    if old is not None and hasattr(old, "close"):
-        old.close()
-
-
-def _model_name(pipeline) -> str:
-    """The model's file name, without loading it (the toolbar must not trigger a load)."""
-    llm = getattr(pipeline, "_llm", None)
-    if llm is not None:
-        return llm.name
-    try:
-        return resolve_model_path(getattr(pipeline, "_model_flag", None), pipeline.settings.model).name
-    except RagError:
-        return "none"
 
 
 def _timing(answer: Answer) -> str:

@@ -18,8 +18,8 @@ from rag import citations, evidence, prompts
 from rag.citations import content_tokens
 from rag.config import Settings
 from rag.embed import embedder_dir
-from rag.errors import UsageError
-from rag.llm import LLM, GenerationConfig, load_model
+from rag.errors import RagError, UsageError
+from rag.llm import LLM, GenerationConfig, load_model, resolve_model_path
 from rag.query_embed import query_embedder
 from rag.retrieve import Filters, Retriever
 from rag.store import open_index
@@ -76,6 +76,21 @@ class Pipeline:
         if self._llm is None:
             self._llm = load_model(self._model_flag, self.settings)
         return self._llm
+
+    def use_model(self, llm: LLM) -> None:
+        """Answer with `llm` from now on (chat's /model) and free the model used so far."""
+        old, self._llm = self._llm, llm
+        if old is not None and hasattr(old, "close"):
+            old.close()
+
+    def model_name(self) -> str:
+        """The model's file name without loading it (chat's toolbar must not trigger a load)."""
+        if self._llm is not None:
+            return self._llm.name
+        try:
+            return resolve_model_path(self._model_flag, self.settings.model).name
+        except RagError:
+            return "none"
 
     def close(self) -> None:
         self.reader.close()
