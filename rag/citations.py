@@ -311,7 +311,7 @@ def _capped(claim: set[str], passage: set[str]) -> float:
 # must find CLAUSE_FLOOR of them in the passage (the same share a whole sentence needs), or the
 # whole sentence is unsupported: a small model glues a clause from one crisis onto a sentence
 # about the other, and the sentence-wide share alone can still pass.
-CLAUSE_TOKENS = 3
+CLAUSE_TOKENS = 2
 CLAUSE_FLOOR = 0.6
 _CLAUSE_SPLIT = re.compile(r"[,;:()]|\s[–—-]\s|\b(?:and|but|while|whereas|which|who|after|before|because)\b",
                            re.IGNORECASE)

@@ -353,6 +353,8 @@ def test_a_clause_glued_on_from_another_source_is_unsupported():
     blended = "The US urges Pakistan to de-escalate the situation and to punish those responsible for the attack."
     assert support_score("The US urged India and Pakistan to de-escalate the situation.", passage) == 1.0
     assert support_score(blended, passage) == 0.0
+    short = "The US urges Pakistan to de-escalate the situation and to punish those responsible."
+    assert support_score(short, passage) == 0.0  # a two-word clause from elsewhere sinks it too
     items = [ev(1, passage, date=None), ev(2, EVIDENCE[0].text)]
     verified = verify(f"{blended} [1]", items)
     assert all(s.text != blended for s in verified.sentences)
