@@ -54,19 +54,15 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         return None if name in ("model", "embedder", "cache_dir") else getattr(Settings(), name)
     try:
         if kind is bool:
-            if isinstance(value, bool):
-                return value
-            if str(value).strip().lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(value).strip().lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
+            words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+                     "off": False}
+            return value if isinstance(value, bool) else words[str(value).strip().lower()]
         if kind is int:
             return int(value)
         if kind is float:
             return float(value)
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, KeyError):
         raise UsageError(f"{origin}: {name} must be a {kind.__name__}, not {value!r}") from None
 
 
