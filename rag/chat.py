@@ -33,12 +33,13 @@ from prompt_toolkit.completion import Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
 from rag import prompts, render
-from rag.citations import content_tokens
+from rag.config import MODES
 from rag.errors import EXIT_OK, RagError, UsageError
 from rag.evidence import key_terms
 from rag.llm import GenerationConfig, load_model
 from rag.retrieve import Filters
 from rag.types import Answer, Citation
+from rag.words import content_tokens
 
 HISTORY_FILE = ".chat_history"  # beside the index unless --history says otherwise
 OPEN_CONTEXT_CHARS = 300  # /open shows this much article text on each side of the cited span
@@ -202,7 +203,7 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name -> (arguments, what it does)
     "filter": ("since=DATE until=DATE source=NAME doc=ID | clear", "restrict the articles searched; "
                "no arguments shows the filters"),
     "k": ("N", "passages retrieved per question"),
-    "mode": ("llm|extractive", "answer with the model (verified), or with evidence sentences only"),
+    "mode": ("llm|extractive|baseline", "answer with the model (verified), or with evidence sentences only"),
     "model": ("PATH", "load another GGUF model (the current one stays if it fails)"),
     "export": ("FILE.md", "save the conversation as Markdown with footnote citations"),
     "reset": ("", "forget the conversation and clear the filters"),
@@ -364,8 +365,8 @@ class ChatSession:
         if not arg:
             self.say(f"mode = {self.mode}")
             return
-        if arg not in ("llm", "extractive"):
-            self.say(f"/mode is llm or extractive, not {arg!r}")
+        if arg not in MODES:
+            self.say(f"/mode is one of {', '.join(MODES)}, not {arg!r}")
             return
         self.mode = arg
         self.say(f"mode = {self.mode}")

@@ -20,9 +20,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
+from rag import policy
 from rag.prompts import ABSTAIN_PHRASE
 from rag.sentences import split_sentences
 from rag.types import Evidence, Sentence
+from rag.words import (
+    DATE_TEXT,
+    NAME_TEXT,
+    content_tokens,
+    covered,
+    date_words,
+    initials,
+    is_number,
+    name_runs,
+    passage_tokens,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Parsing markers
@@ -92,264 +104,101 @@ def parse_answer(text: str) -> list[tuple[str, list[int]]]:
 # ---------------------------------------------------------------------------------------------
 # Lexical support
 
-_TOKEN_RE = re.compile(r"[0-9]+(?:[.,][0-9]+)*|[^\W\d_]+")
-_THOUSANDS_RE = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
-_ACRONYMS_RE = re.compile(r"\b(?:[A-Z]\.){2,}")  # U.S. -> US, U.N. -> UN
-_PHRASES = {"united states": "US", "united kingdom": "UK", "united nations": "UN"}
-_PHRASES_RE = re.compile(r"\b(" + "|".join(_PHRASES) + r")\b", re.IGNORECASE)
-
-_SMALL = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
-    "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
-    "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
-    "eighty": 80, "ninety": 90,
-}
-_SCALES = {"thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
-
-_STOPWORDS = frozenset("""
-a about above after again against all also am an and any are as at be because been before being
-below between both but by can could did do does doing down during each few for from further had
-has have having he her here hers herself him himself his how i if in into is it its itself just
-me more most my myself no nor not now of off on once only or other our ours ourselves out over
-own same she should so some such than that the their theirs them themselves then there these
-they this those through to too under until up upon very was we were what when where which while
-who whom why will with would you your yours yourself yourselves us one ones s t th st nd rd
-said says say saying told tell according article articles source sources text passage evidence
-however meanwhile
-""".split())
-
-
-def _number(token: str) -> str:
-    """Canonical form of a numeric token: 1,200 -> 1200, 040 -> 40, 3.50 -> 3.5."""
-    whole, _, frac = token.partition(".")
-    whole = whole.lstrip("0") or "0"
-    frac = frac.rstrip("0")
-    return f"{whole}.{frac}" if frac else whole
-
-
-def _format(value: float) -> str:
-    return str(int(value)) if value.is_integer() else _number(f"{value:f}")
-
-
-def _is_number(token: str) -> bool:
-    return token[0] in "0123456789"
-
-
-def _raw_tokens(text: str) -> list[str]:
-    """Word and number tokens; commas inside numbers handled, case kept for acronyms."""
-    text = _ACRONYMS_RE.sub(lambda m: m.group(0).replace(".", ""), text)
-    text = _PHRASES_RE.sub(lambda m: _PHRASES[m.group(0).lower()], text)
-    out: list[str] = []
-    for tok in _TOKEN_RE.findall(text):
-        if _is_number(tok):
-            if _THOUSANDS_RE.fullmatch(tok):
-                out.append(_number(tok.replace(",", "")))
-            else:
-                out.extend(_number(part) for part in tok.split(","))
-        else:
-            out.append(tok)
-    return out
-
-
-# Which number word may follow which: "forty two", "two hundred and six", "three million".
-# A unit after a unit ("six; one of them") starts a new number.
-_FOLLOWS = {
-    "": {"unit", "ten", "scale"},
-    "unit": {"hundred", "scale"},
-    "ten": {"unit", "hundred", "scale"},
-    "hundred": {"unit", "ten", "scale", "and"},
-    "scale": {"unit", "ten", "hundred", "and"},
-    "and": {"unit", "ten"},
-}
-
-
-def _number_word_kind(word: str, following: str) -> str:
-    if word in _SMALL:
-        return "ten" if _SMALL[word] >= 20 else "unit"
-    if word == "hundred":
-        return "hundred"
-    if word in _SCALES:
-        return "scale"
-    if word == "and" and following in _SMALL:
-        return "and"
-    return ""
-
-
-def _merge_numbers(tokens: list[str]) -> list[str]:
-    """Number words become digits ("forty-two" -> 42, "two hundred and six" -> 206, "3 million" -> 3000000).
-
-    A lone "one" stays a word: it is far more often a pronoun ("one of the ...") than a count.
-    """
-    out: list[str] = []
-    i = 0
-    while i < len(tokens):
-        tok, low = tokens[i], tokens[i].lower()
-        nxt = tokens[i + 1].lower() if i + 1 < len(tokens) else ""
-        if _is_number(tok):
-            if nxt in _SCALES and tok.replace(".", "", 1).isdigit():
-                out.append(_format(float(tok) * _SCALES[nxt]))
-                i += 2
-            else:
-                out.append(tok)
-                i += 1
-            continue
-        if low not in _SMALL and low not in _SCALES:
-            out.append(tok)
-            i += 1
-            continue
-        total, current, j, prev = 0, 0, i, ""
-        while j < len(tokens):
-            word = tokens[j].lower()
-            kind = _number_word_kind(word, tokens[j + 1].lower() if j + 1 < len(tokens) else "")
-            if not kind or kind not in _FOLLOWS[prev] or (prev == "ten" and kind == "unit"
-                                                           and _SMALL[word] > 9):
-                break
-            if kind in ("unit", "ten"):
-                current += _SMALL[word]
-            elif kind == "hundred":
-                current = (current or 1) * 100
-            elif kind == "scale":
-                total += (current or 1) * _SCALES[word]
-                current = 0
-            prev = kind
-            j += 1
-        out.append(tok if (j == i + 1 and low == "one") else str(total + current))
-        i = j
-    return out
-
-
-# Irregular forms of verbs news prose uses all the time, mapped to their base form.
-_IRREGULAR = {
-    "spoke": "speak", "spoken": "speak", "took": "take", "taken": "take", "held": "hold",
-    "met": "meet", "won": "win", "led": "lead", "fought": "fight", "struck": "strike",
-    "sought": "seek", "began": "begin", "begun": "begin", "gave": "give", "given": "give",
-    "went": "go", "gone": "go", "made": "make", "came": "come", "saw": "see", "seen": "see",
-    "knew": "know", "known": "know", "thought": "think", "brought": "bring", "bought": "buy",
-    "caught": "catch", "left": "leave", "lost": "lose", "kept": "keep", "sent": "send",
-    "spent": "spend", "stood": "stand", "ran": "run", "wrote": "write", "written": "write",
-    "chose": "choose", "chosen": "choose", "drew": "draw", "drawn": "draw", "flew": "fly",
-    "flown": "fly", "grew": "grow", "grown": "grow", "rose": "rise", "risen": "rise",
-    "shot": "shoot", "hit": "hit", "fell": "fall", "fallen": "fall", "broke": "break",
-    "broken": "break", "froze": "freeze", "frozen": "freeze", "hid": "hide", "hidden": "hide",
-    "paid": "pay", "laid": "lay", "meant": "mean", "felt": "feel", "heard": "hear",
-    "found": "find", "became": "become", "withdrew": "withdraw", "withdrawn": "withdraw",
-}
-# Demonyms folded into their country: "Pakistani officials" are Pakistan's officials.
-_DEMONYMS = {
-    "indian": "india", "pakistani": "pakistan", "chinese": "china", "afghan": "afghanistan",
-    "british": "britain", "french": "france", "russian": "russia", "iranian": "iran",
-    "israeli": "israel", "ukrainian": "ukraine", "japanese": "japan", "german": "germany",
-    "bangladeshi": "bangladesh", "kashmiri": "kashmir", "nepali": "nepal", "nepalese": "nepal",
-    "turkish": "turkey", "egyptian": "egypt", "syrian": "syria",
-    "iraqi": "iraq", "american": "america", "canadian": "canada", "australian": "australia",
-}
-# British spellings folded into American ones: "defence" and "defense" are one word.
-_SPELLINGS = [
-    (re.compile(r"(?<=\w{3})is(e|ed|es|ing|ation|ations)$"), r"iz\1"),  # organise -> organize
-    (re.compile(r"(?<=\w\w[^aeiou])our(s|ed|ing|ite|ites)?$"), r"or\1"),  # labour -> labor
-    (re.compile(r"(?<=[fc])ence$"), "ense"),  # defence -> defense, licence -> license
-    (re.compile(r"(?<=\w\w[bt])re(s)?$"), r"er\1"),  # centre -> center, theatre -> theater
-]
-
-
-def _stem(word: str) -> str:
-    """Light suffix stripping so 'urges', 'urged', 'urging' and 'urge' meet (and 'spoke' and
-    'speak', 'carried' and 'carry', 'defence' and 'defense')."""
-    word = _IRREGULAR.get(word, word)
-    if word.endswith("s") and word[:-1] in _DEMONYMS:  # Pakistanis, Afghans
-        word = word[:-1]
-    word = _DEMONYMS.get(word, word)
-    for pattern, replacement in _SPELLINGS:
-        word = pattern.sub(replacement, word)
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    for suffix in ("ing", "ed"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)]
-            if word[-1] == word[-2] and word[-1] not in "lsz":  # stopped -> stop
-                word = word[:-1]
-            elif suffix == "ed" and word[-1] == "i":  # carried -> carry
-                word = word[:-1] + "y"
-            break
-    else:
-        if word.endswith(("sses", "xes", "zes", "ches", "shes")):
-            word = word[:-2]
-        elif word.endswith("s") and not word.endswith(("ss", "us", "is")) and len(word) > 3:
-            word = word[:-1]
-    if len(word) > 3 and word.endswith("e"):
-        word = word[:-1]
-    return word
-
-
-def content_tokens(text: str) -> set[str]:
-    """Stemmed, lower-cased content words and canonical numbers of `text`."""
-    out: set[str] = set()
-    for tok in _merge_numbers(_raw_tokens(text)):
-        if _is_number(tok):
-            out.add(tok)
-            continue
-        low = tok.lower()
-        acronym = len(tok) >= 2 and tok.isupper()  # US, UN: not the pronoun "us"
-        if (low in _STOPWORDS and not acronym) or (len(low) < 2 and not acronym):
-            continue
-        out.add(_stem(low))
-    return out
-
-
 def _overlap(claim: set[str], passage: set[str]) -> float:
     return len(claim & passage) / len(claim) if claim else 0.0
-
-
-def _capped(claim: set[str], passage: set[str]) -> float:
-    if any(_is_number(t) and t not in passage for t in claim):
-        return 0.0
-    return _overlap(claim, passage)
 
 
 # A clause ("..., and to punish those responsible") with at least CLAUSE_TOKENS content words
 # must find CLAUSE_FLOOR of them in the passage (the same share a whole sentence needs), or the
 # whole sentence is unsupported: a small model glues a clause from one crisis onto a sentence
 # about the other, and the sentence-wide share alone can still pass.
-CLAUSE_TOKENS = 2
-CLAUSE_FLOOR = 0.6
 _CLAUSE_SPLIT = re.compile(r"[,;:()]|\s[–—-]\s|\b(?:and|but|while|whereas|which|who|after|before|because)\b",
                            re.IGNORECASE)
 
 
-def _clauses(sentence: str) -> list[set[str]]:
-    """The content tokens of each clause of `sentence` that is long enough to be checked alone."""
+@dataclass(frozen=True)
+class Claim:
+    """What a sentence asserts, as tokens: all of them, per clause, and the specific ones
+    (names, numbers, dates) that its source must hold every one of."""
+
+    tokens: set[str]
+    clauses: list[set[str]]
+    specifics: set[str]
+    spelled_out: dict[str, set[str]]  # initials -> tokens of a multi-word name ("us" -> united, states)
+
+
+def claim_of(sentence: str) -> Claim:
     clauses = (content_tokens(clause) for clause in _CLAUSE_SPLIT.split(sentence))
-    return [words for words in clauses if len(words) >= CLAUSE_TOKENS]
+    return Claim(content_tokens(sentence), [w for w in clauses if len(w) >= policy.CLAUSE_TOKENS],
+                 specifics(sentence), {initials(name): content_tokens(name) for name in name_runs(sentence)})
 
 
-def _claim_support(claim: set[str], clauses: list[set[str]], passage: set[str]) -> float:
-    """Share of the claim's tokens in the passage; 0 when a number or a whole clause is missing."""
-    if any(_overlap(words, passage) < CLAUSE_FLOOR for words in clauses):
+def specifics(sentence: str) -> set[str]:
+    """The names, numbers and dates a sentence states, as tokens.
+
+    A name is a capitalised word that does not open the sentence (the first word is capitalised
+    anyway), or any word of a run of two or more capitalised words.
+    """
+    out = {t for t in content_tokens(sentence) if is_number(t)}
+    first = len(sentence) - len(sentence.lstrip(" \"“‘'("))
+    for m in NAME_TEXT.finditer(sentence):
+        words = m.group(0).split()
+        if m.start() <= first and len(words) == 1:
+            continue
+        out |= content_tokens(m.group(0))
+    for m in DATE_TEXT.finditer(sentence):
+        out |= content_tokens(m.group(0))
+    return out
+
+
+def _claim_support(claim: Claim, passage: set[str]) -> float:
+    """Share of the claim's tokens in the passage; 0 when a name, number or date, or a whole
+    clause, is missing from it. A name the passage abbreviates ("U.S.") counts as present."""
+    for abbreviation, words in claim.spelled_out.items():
+        if abbreviation in passage:
+            passage = passage | words
+    if any(not covered(t, passage) for t in claim.specifics):
         return 0.0
-    return _capped(claim, passage)
+    if any(_overlap(words, passage) < policy.CLAUSE_FLOOR for words in claim.clauses):
+        return 0.0
+    return _overlap(claim.tokens, passage)
 
 
 def support_score(sentence: str, passage: str) -> float:
     """Share of the sentence's content tokens found in the passage, in [0, 1].
 
-    0 when the sentence states a number the passage does not hold (numbers are where small
-    models hallucinate most, and a wrong count must never pass as supported), or when one of
+    0 when the sentence states a name, number or date the passage does not hold (that is where
+    small models invent most, and a blended claim must never pass as supported), or when one of
     its clauses is nearly all foreign to the passage.
     """
-    return _claim_support(content_tokens(sentence), _clauses(sentence), content_tokens(passage))
+    return _claim_support(claim_of(sentence), passage_tokens(passage))
+
+
+# A sentence about the sources or the task, not about the news: "The article says ...", "the
+# answer is: [1]", "According to the provided sources ...".
+_META_RE = re.compile(r"\b(?:the|these|this|those|provided|given|numbered|above|following)\s+"
+                      r"(?:sources?|articles?|passages?|context|texts?|documents?|question|answer|instructions?)\b"
+                      r"|\bsource\s*\[?\d|\binstructions?\b|^\s*(?:question|answer)\s*:", re.IGNORECASE)
+
+
+def non_answer(sentence: str, question: str) -> str | None:
+    """Why a sentence is no answer to `question` (None when it may be one).
+
+    A question or a lead-in (ends in "?" or ":"), talk about the sources or the instructions,
+    or nothing beyond what the question already says.
+    """
+    if re.search(r"[?:]\W*$", sentence):
+        return "a question or a lead-in, not an answer"
+    if _META_RE.search(sentence):
+        return "talks about the sources or the task, not the news"
+    asked = content_tokens(question)
+    if question and all(covered(t, asked) for t in content_tokens(sentence)):
+        return "restates the question"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
 # Verification
-
-# An unsupported sentence is only replaced by an evidence sentence that shares at least this
-# share of words with it (either way round); below that it is chit-chat ("Sure!") and dropped.
-REPLACE_FLOOR = 0.25
-
-_MONTHS = ("January February March April May June July August September October November "
-           "December").split()
-_DATE_RE = re.compile(r"(\d{4})-(\d{2})(?:-(\d{2}))?")
 
 
 @dataclass
@@ -361,14 +210,6 @@ class Verified:
     invented: list[int]  # cited ids that are not among the evidence (removed)
     notes: list[str] = field(default_factory=list)
     abstained: bool = False
-
-
-def _date_words(date: str | None) -> str:
-    """'2019-02-20' -> '2019 February 20': an answer may date a claim from its article's date."""
-    m = _DATE_RE.fullmatch(date or "")
-    if not m or not 1 <= int(m.group(2)) <= 12:
-        return ""
-    return " ".join(x for x in (m.group(1), _MONTHS[int(m.group(2)) - 1], m.group(3)) if x)
 
 
 def _norm(text: str) -> str:
@@ -384,8 +225,8 @@ def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def verify(answer_text: str, evidence: list[Evidence], threshold: float = 0.6,
-           replace_unsupported: bool = True) -> Verified:
+def verify(answer_text: str, evidence: list[Evidence], threshold: float = policy.SUPPORT_THRESHOLD,
+           replace_unsupported: bool = True, question: str = "") -> Verified:
     """Keep only answer sentences the evidence supports, each with a valid citation.
 
     Per sentence: invented ids are removed; supported when its best cited evidence scores
@@ -393,10 +234,12 @@ def verify(answer_text: str, evidence: list[Evidence], threshold: float = 0.6,
     or mis-numbered the citation); else, with replace_unsupported, the sentence becomes the
     text of the evidence sentence it is closest to (dropped when that evidence is cited
     elsewhere in the answer, or nothing is close), or without it, is kept with supported=False.
-    The answer is abstained when it holds ABSTAIN_PHRASE or nothing is left.
+    A non-answer (see `non_answer`) is dropped whatever it cites. The answer is abstained when it
+    holds ABSTAIN_PHRASE or nothing is left.
     """
     by_n = {e.n: e for e in evidence}
-    tokens = {e.n: content_tokens(f"{e.text} {_date_words(e.date)}") for e in evidence}
+    # A source vouches for its sentence and for its article's date and publisher.
+    tokens = {e.n: passage_tokens(f"{e.text} {date_words(e.date)} {e.source or ''}") for e in evidence}
     text_tokens = {e.n: content_tokens(e.text) for e in evidence}
     notes: list[str] = []
     invented: list[int] = []
@@ -410,8 +253,12 @@ def verify(answer_text: str, evidence: list[Evidence], threshold: float = 0.6,
             if i not in by_n and i not in invented:
                 invented.append(i)
                 notes.append(f"removed citation [{i}]: no such source")
-        claim, clauses = content_tokens(text), _clauses(text)
-        scores = {n: _claim_support(claim, clauses, tokens[n]) for n in by_n}
+        why_not = non_answer(text, question)
+        if why_not:
+            notes.append(f"dropped {_short(text)!r}: {why_not}")
+            continue
+        claim = claim_of(text)
+        scores = {n: _claim_support(claim, tokens[n]) for n in by_n}
         best_cited = max((scores[n] for n in valid), default=0.0)
         if best_cited >= threshold:
             rows.append((text, valid, Sentence(text, valid, True)))
@@ -457,7 +304,7 @@ def _unsupported(text: str, valid: list[int], evidence: list[Evidence], text_tok
     # Closeness ignores the number cap: "50 soldiers died" should find the "40 soldiers" sentence.
     # Ties go to the evidence the model cited, then to the earlier (better ranked) one.
     near = [max(_overlap(claim, text_tokens[e.n]), _overlap(text_tokens[e.n], claim)) for e in evidence]
-    if not evidence or max(near) < REPLACE_FLOOR:
+    if not evidence or max(near) < policy.REPLACE_FLOOR:
         notes.append(f"dropped unsupported sentence: {_short(text)!r}")
         return None
     best = evidence[max(range(len(evidence)), key=lambda i: (near[i], evidence[i].n in valid, -i))]

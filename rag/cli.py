@@ -87,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _answer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-k", type=int, metavar="N", help="chunks retrieved (default 6)")
-    p.add_argument("--mode", choices=("llm", "extractive"), help="llm (default): generate and verify; "
-                   "extractive: answer with the evidence sentences only, no model")
+    p.add_argument("--mode", choices=("llm", "extractive", "baseline"), help="llm (default): generate and "
+                   "verify; extractive: answer with the evidence sentences only, no model; baseline: the top 2 "
+                   "sentences by embedder cosine, no abstaining (a plain point of comparison)")
     p.add_argument("--model", metavar="PATH", help="GGUF model (default: RAG_MODEL, config, or the bundled "
                    "SmolLM2-135M-Instruct)")
     p.add_argument("--since", metavar="DATE", help="only articles dated on or after DATE (YYYY-MM-DD)")

@@ -14,6 +14,8 @@ from typing import Any
 
 from rag.errors import UsageError
 
+MODES = ("llm", "extractive", "baseline")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -23,7 +25,7 @@ class Settings:
     chunk_tokens: int = 200  # embedder tokens per chunk (MiniLM's limit is 256 incl. specials)
     chunk_overlap: int = 40  # tokens of whole sentences repeated between neighbouring chunks
     k: int = 6  # chunks retrieved after fusion and duplicate collapse
-    mode: str = "llm"  # llm | extractive
+    mode: str = "llm"  # llm | extractive | baseline (top sentences by cosine, for comparison)
     max_answer_tokens: int = 160
     n_ctx: int = 2048
     threads: int = 0  # 0 = physical cores - 1 (at least 1): see rag.llm.default_threads
@@ -32,8 +34,8 @@ class Settings:
     lock_timeout: float = 10.0  # seconds a second writer waits for the index lock
 
     def validate(self) -> Settings:
-        if self.mode not in ("llm", "extractive"):
-            raise UsageError(f"mode must be 'llm' or 'extractive', not {self.mode!r}")
+        if self.mode not in MODES:
+            raise UsageError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.k < 1:
             raise UsageError(f"k must be at least 1, not {self.k}")
         if not 16 <= self.chunk_tokens <= 254:

@@ -2,15 +2,15 @@
 they are enough to answer at all.
 
 Shape: Hits (chunks) -> candidate sentences with absolute offsets -> relevance = blend of the
-embedder's cosine and the share of the question's content words the sentence holds -> greedy
-selection that skips near-copies (folded into `also_reported_by`) and keeps at most a few
-sentences per article, so two crises reported on two dates both reach the prompt.
+embedder's cosine and the share of the question's content words the sentence and its article's
+title, publisher and date hold -> greedy selection that skips near-copies (folded into
+`also_reported_by`) and keeps at most a few sentences per article, so two crises reported on two
+dates both reach the prompt.
 
-The abstain check is deliberately simple and explainable: the best sentence must be close enough
-to the question, the question's specific terms (names, places, numbers) must be found in the
-retrieved passages, and when the question plainly asks for a date, a number, a duration or a
-name, some evidence sentence must hold one that the question does not already contain.
-Thresholds are calibrated on eval/gold.jsonl (see README).
+The abstain decision is one calibrated score over a handful of features (`features`, scored by
+rag.policy.answer_score): how close the best sentence is, whether the question's names and
+numbers occur in the retrieved articles (their text, title, publisher and date), and whether a
+question that plainly asks for a date, number or name finds one. None of them refuses alone.
 """
 
 from __future__ import annotations
@@ -21,53 +21,35 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rag.citations import content_tokens
+from rag import policy
 from rag.ingest import date_header_length
 from rag.injection import in_instruction
 from rag.sentences import sentence_spans
 from rag.types import Evidence, Hit
+from rag.words import (
+    COUNT_TEXT,
+    DATE_TEXT,
+    DURATION_TEXT,
+    NAME_TEXT,
+    content_tokens,
+    covered,
+    date_words,
+    names_publisher,
+    passage_tokens,
+    publisher_words,
+)
 
-DENSE_WEIGHT = 0.6  # relevance = 0.6 * cosine + 0.4 * question-word coverage (+ answer-type bonus)
-ANSWER_TYPE_BONUS = 0.1  # the sentence holds something of the kind asked for that the question lacks
-MIN_WORDS = 4  # shorter "sentences" are headings or bylines, not evidence
-PER_ARTICLE = 3
-NEAR_COPY = 0.75  # token Jaccard at which two sentences say the same thing
-
-# Abstention thresholds (calibrated with `rag eval`; see README "Abstention").
-MIN_RELEVANCE = 0.25  # best evidence sentence relevance below this: nothing relevant was found
-MIN_KEY_COVERAGE = 1.0  # share of the question's key terms that must occur in the evidence
-
-_CAPITALISED = re.compile(r"\b[A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)*")
 _NUMBER = re.compile(r"\b\d[\d,.]*\b")
 _YEAR = re.compile(r"(19|20)\d\d")
-_GENERIC = {"us", "un"}  # too common in this domain to prove anything on their own
-# News writes capitals for their governments ("New Delhi suspended ..."): a capital in the question
-# is covered by its country in the articles.
-_METONYMS = {"washington": "us", "delhi": "india", "new delhi": "india", "islamabad": "pakistan",
-             "beijing": "china", "moscow": "russia", "london": "britain", "kabul": "afghanistan",
-             "tehran": "iran", "riyadh": "saudi", "kyiv": "ukraine", "tokyo": "japan", "paris": "france"}
 
-
-_MONTH_NAMES = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
-                r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)")
-_DATE_TEXT = re.compile(rf"\b{_MONTH_NAMES}\.? \d{{1,2}}\b|\b\d{{1,2}} {_MONTH_NAMES}\b|\b(?:19|20)\d\d\b|"
-                        r"\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day\b")
-_COUNT_TEXT = re.compile(r"\b\d[\d,.]*\b|\b(?:two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|"
-                         r"forty|fifty|sixty|seventy|eighty|ninety|hundred|dozens?|hundreds|thousands?|millions?)\b",
-                         re.IGNORECASE)
-_DURATION_TEXT = re.compile(r"\b(?:\d[\d,.]*|an?|one|two|three|four|five|six|seven|eight|nine|ten|several|few|many)"
-                            r"[ -](?:seconds?|minutes?|hours?|days?|weeks?|months?|years?|decades?)\b"
-                            r"|\b(?:overnight|hours-long|hour-long|day-long)\b", re.IGNORECASE)
 _ASKS = [  # (question pattern, what an answer holds)
-    (re.compile(r"^\s*(when\b|on what date|what date|which (year|month|day)s?|in which (year|month)s?)", re.I),
-     _DATE_TEXT),
-    (re.compile(r"^\s*(how many|how much|what (number|weight|amount|percentage))\b", re.I), _COUNT_TEXT),
-    (re.compile(r"^\s*how long\b", re.I), _DURATION_TEXT),
-    (re.compile(r"^\s*(who|whom|whose)\b|^\s*which [\w-]+ (envoy|official|minister|leader|president|spokes\w*|"
-                r"group|outfit|country|countries|force|treaty|border|site|camp)\b|^\s*where\b|"
-                r"^\s*what (is|was|were|are) the names? of\b", re.I), _CAPITALISED),
+    (re.compile(r"^\s*(when\b|on what date|what date|which (year|month|day)s?|in which (year|month)s?|"
+                r"in what (year|month))", re.I), DATE_TEXT),
+    (re.compile(r"^\s*(how many|how much|what (number|amount|percentage|share|proportion))\b", re.I), COUNT_TEXT),
+    (re.compile(r"^\s*how long\b", re.I), DURATION_TEXT),
+    (re.compile(r"^\s*(who|whom|whose|where)\b|^\s*what (is|was|were|are) the names? of\b", re.I), NAME_TEXT),
 ]
-KIND_NAMES = {_DATE_TEXT: "a date", _COUNT_TEXT: "a number", _DURATION_TEXT: "a duration", _CAPITALISED: "a name"}
+KIND_NAMES = {DATE_TEXT: "a date", COUNT_TEXT: "a number", DURATION_TEXT: "a duration", NAME_TEXT: "a name"}
 
 
 def answer_type(question: str) -> re.Pattern[str] | None:
@@ -78,17 +60,16 @@ def answer_type(question: str) -> re.Pattern[str] | None:
 def holds_new(kind: re.Pattern[str], text: str, question: str) -> bool:
     """Whether `text` holds an instance of `kind` that the question itself does not contain.
 
-    A name counts as already asked when the question holds it or a word it begins ("India" in a
-    question about an "Indian incursion", "Pakistan" for "Pakistani").
+    A name counts as already asked when each of its words is in the question, directly or as
+    the same word family ("Kenya" in a question about the "Kenyan government").
     """
     asked = {m.group(0).lower() for m in kind.finditer(question)}
-    words = [w.lower() for w in re.findall(r"\w+", question)]
+    words = content_tokens(question)
 
     def new(found: str) -> bool:
         if found.lower() in asked:
             return False
-        return kind is not _CAPITALISED or not all(
-            any(w.startswith(n.lower()) for w in words) for n in re.findall(r"\w+", found))
+        return kind is not NAME_TEXT or not all(covered(t, words) for t in content_tokens(found))
 
     return any(m.start() > 0 and new(m.group(0)) for m in kind.finditer(text))
 
@@ -100,6 +81,7 @@ class Candidate:
     end: int
     text: str
     relevance: float = 0.0
+    cosine: float = 0.0
     tokens: set[str] = field(default_factory=set)
 
 
@@ -112,7 +94,7 @@ def candidates(hits: list[Hit]) -> list[Candidate]:
             s += date_header_length(hit.text[s:e])  # "date 2019-02-20 WASHINGTON ..." quotes from WASHINGTON
             start, end = hit.start + s, hit.start + e
             text = hit.text[s:e]
-            if (hit.doc_id, start) in seen or len(text.split()) < MIN_WORDS or _is_heading(text):
+            if (hit.doc_id, start) in seen or len(text.split()) < policy.MIN_WORDS or _is_heading(text):
                 continue
             if in_instruction(hit.text, s, e):  # a planted order to the model is no evidence (rag.injection)
                 continue
@@ -127,20 +109,23 @@ def _is_heading(text: str) -> bool:
 
 
 def key_terms(question: str) -> set[str]:
-    """The question's specific terms: capitalised names (not the first word), numbers, quoted text."""
+    """The question's specific terms: capitalised names (not the first word) and numbers."""
     terms: set[str] = set()
-    body = question.strip()
-    for m in _CAPITALISED.finditer(body):
+    first = len(question) - len(question.lstrip())
+    for m in NAME_TEXT.finditer(question):
         words = m.group(0).split()
-        phrase = " ".join(words[1:] if m.start() == 0 else words)  # not "What", "How"
-        phrase = _METONYMS.get(phrase.lower().removesuffix("'s").removesuffix("’s"), phrase)
-        terms |= content_tokens(phrase)
-    terms |= content_tokens(" ".join(_NUMBER.findall(body)))
-    return {t for t in terms if t not in _GENERIC}
+        terms |= content_tokens(" ".join(words[1:] if m.start() == first else words))  # not "What", "How"
+    terms |= content_tokens(" ".join(_NUMBER.findall(question)))
+    return terms
+
+
+def context_tokens(title: str | None, source: str | None, date: str | None) -> set[str]:
+    """What an article says about itself: its title, its publisher and its date, as tokens."""
+    return content_tokens(f"{title or ''} {publisher_words(source)} {date_words(date)}")
 
 
 def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarray],
-           limit: int = 6) -> list[Evidence]:
+           limit: int = policy.EVIDENCE_SENTENCES) -> list[Evidence]:
     """The best `limit` distinct sentences, numbered 1..n by relevance."""
     pool = candidates(hits)
     if not pool:
@@ -149,29 +134,49 @@ def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarr
     cosines = vectors[1:] @ vectors[0]
     asked = content_tokens(question)
     kind = answer_type(question)
-    # A sentence from a 2019 article covers the "2019" of a question about "the 2019 attack".
-    dated = {c.hit.date: content_tokens(date_words(c.hit.date)) for c in pool}
+    context = {c.hit.doc_id: context_tokens(c.hit.title, c.hit.source, c.hit.date) for c in pool}
     for c, cos in zip(pool, cosines, strict=True):
-        coverage = len(asked & (c.tokens | dated[c.hit.date])) / len(asked) if asked else 0.0
-        bonus = ANSWER_TYPE_BONUS if kind is not None and holds_new(kind, c.text, question) else 0.0
-        c.relevance = DENSE_WEIGHT * float(cos) + (1 - DENSE_WEIGHT) * coverage + bonus
+        words = c.tokens | context[c.hit.doc_id]
+        coverage = sum(covered(t, words) for t in asked) / len(asked) if asked else 0.0
+        bonus = policy.ANSWER_TYPE_BONUS if kind is not None and holds_new(kind, c.text, question) else 0.0
+        bonus += policy.SOURCE_BONUS if names_publisher(question, c.hit.source) else 0.0
+        c.cosine = float(cos)
+        c.relevance = policy.DENSE_WEIGHT * c.cosine + (1 - policy.DENSE_WEIGHT) * coverage + bonus
     pool.sort(key=lambda c: (-c.relevance, c.hit.rank, c.start))
+    return _distinct(pool, limit)
+
+
+def top_by_cosine(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarray],
+                  limit: int = policy.BASELINE_SENTENCES) -> list[Evidence]:
+    """The plain extractive baseline: the `limit` sentences closest to the question by cosine."""
+    pool = candidates(hits)
+    if not pool:
+        return []
+    vectors = embed([question] + [c.text for c in pool])
+    for c, cos in zip(pool, vectors[1:] @ vectors[0], strict=True):
+        c.cosine = c.relevance = float(cos)
+    pool.sort(key=lambda c: (-c.relevance, c.hit.rank, c.start))
+    return _distinct(pool, limit, per_article=limit)
+
+
+def _distinct(pool: list[Candidate], limit: int, per_article: int = policy.PER_ARTICLE) -> list[Evidence]:
+    """Greedy pick in `pool` order, folding near-copies into `also_reported_by`."""
     chosen: list[Candidate] = []
     copies: dict[int, list[str]] = {}
-    per_article: dict[str, int] = {}
+    per_doc: dict[str, int] = {}
     for c in pool:
-        twin = next((i for i, o in enumerate(chosen) if _jaccard(o.tokens, c.tokens) >= NEAR_COPY), None)
+        twin = next((i for i, o in enumerate(chosen) if _jaccard(o.tokens, c.tokens) >= policy.NEAR_COPY), None)
         if twin is not None:
             if c.hit.doc_id != chosen[twin].hit.doc_id:
                 copies.setdefault(twin, []).append(c.hit.doc_id)
             continue
-        if per_article.get(c.hit.doc_id, 0) >= PER_ARTICLE or len(chosen) >= limit:
+        if per_doc.get(c.hit.doc_id, 0) >= per_article or len(chosen) >= limit:
             continue
-        per_article[c.hit.doc_id] = per_article.get(c.hit.doc_id, 0) + 1
+        per_doc[c.hit.doc_id] = per_doc.get(c.hit.doc_id, 0) + 1
         chosen.append(c)
     return [Evidence(n=i + 1, doc_id=c.hit.doc_id, chunk_id=c.hit.chunk_id, start=c.start, end=c.end,
                      text=c.text, title=c.hit.title, date=c.hit.date, source=c.hit.source,
-                     score=round(c.relevance, 4),
+                     score=round(c.relevance, 4), cosine=round(c.cosine, 4),
                      also_reported_by=_unique(c.hit.also_reported_by + copies.get(i, []), c.hit.doc_id))
             for i, c in enumerate(chosen)]
 
@@ -189,44 +194,53 @@ class Assessment:
     answerable: bool
     reason: str
     missing: list[str] = field(default_factory=list)
-
-
-_MONTHS = ("January February March April May June July August September October November December").split()
-
-
-def date_words(date: str | None) -> str:
-    """'2019-02-20' -> '2019 February 20': a question about "February 2019" is covered by the date."""
-    if not date or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date) or not 1 <= int(date[5:7]) <= 12:
-        return ""
-    return f"{date[:4]} {_MONTHS[int(date[5:7]) - 1]} {int(date[8:])}"
+    score: float = 0.0
+    features: dict[str, float] = field(default_factory=dict)
 
 
 def evidence_tokens(e: Evidence) -> set[str]:
-    """What an evidence sentence can vouch for: its words, its article's title and date."""
-    return content_tokens(f"{e.text} {e.title} {date_words(e.date)}")
+    """What an evidence sentence can vouch for: its words, its article's title, publisher and date."""
+    return passage_tokens(e.text) | context_tokens(e.title, e.source, e.date)
 
 
-def assess(question: str, evidence: list[Evidence], hits: list[Hit]) -> Assessment:
-    """Whether the evidence can answer the question at all, and if not, why (shown to the user).
-
-    Key terms are looked up in the whole retrieved chunks (text, title, date), not only in the
-    few selected sentences, so a name one sentence away from the best evidence still counts.
-    """
+def features(question: str, evidence: list[Evidence], hits: list[Hit]) -> tuple[dict[str, float], list[str]]:
+    """The abstain decision's inputs (see rag.policy), and the question's terms no article holds."""
     if not evidence:
-        return Assessment(False, "no passage in the index matches the question")
-    best = max(e.score for e in evidence)
-    if best < MIN_RELEVANCE:
-        return Assessment(False, f"the closest passages are only weakly related (relevance {best:.2f})")
+        return dict.fromkeys(policy.FEATURES, 0.0), []
+    best = max(evidence, key=lambda e: e.score)
     terms = key_terms(question)
     present: set[str] = set()
     for h in hits:
-        present |= content_tokens(f"{h.text} {h.title} {date_words(h.date)}")
+        present |= passage_tokens(h.text) | context_tokens(h.title, h.source, h.date)
     if any(h.date is None for h in hits):  # an undated article may be from any year asked about
         present |= {t for t in terms if _YEAR.fullmatch(t)}
-    missing = sorted(terms - present)
-    if terms and (len(terms) - len(missing)) / len(terms) < MIN_KEY_COVERAGE:
-        return Assessment(False, "the articles never mention " + ", ".join(missing), missing)
+    missing = sorted(t for t in terms if not covered(t, present))
+    asked = content_tokens(question)
+    around = evidence_tokens(best)
     kind = answer_type(question)
-    if kind is not None and not any(e.score >= MIN_RELEVANCE and holds_new(kind, e.text, question) for e in evidence):
-        return Assessment(False, f"the question asks for {KIND_NAMES[kind]} and no passage found gives one")
-    return Assessment(True, f"relevance {best:.2f}")
+    typed = kind is None or any(holds_new(kind, e.text, question) for e in evidence)
+    values = {
+        "best": max(0.0, min(1.0, best.score)),
+        "cosine": max(0.0, max(e.cosine for e in evidence)),
+        "keys": 1.0 - len(missing) / len(terms) if terms else 1.0,
+        "covered": sum(covered(t, around) for t in asked) / len(asked) if asked else 0.0,
+        "typed": 1.0 if typed else 0.0,
+    }
+    return values, missing
+
+
+def assess(question: str, evidence: list[Evidence], hits: list[Hit]) -> Assessment:
+    """Whether the evidence can answer the question at all, and if not, why (shown to the user)."""
+    if not evidence:
+        return Assessment(False, "no passage in the index matches the question")
+    values, missing = features(question, evidence, hits)
+    score = policy.answer_score(values)
+    if score >= policy.ANSWER_AT:
+        return Assessment(True, f"answer score {score:.2f}", missing, score, values)
+    reasons = [f"the closest passages are only weakly related (relevance {values['best']:.2f})"]
+    if missing:
+        reasons.append("the articles never mention " + ", ".join(missing[:5]))
+    kind = answer_type(question)
+    if values["typed"] == 0.0 and kind is not None:
+        reasons.append(f"the question asks for {KIND_NAMES[kind]} and no passage found gives one")
+    return Assessment(False, "; ".join(reasons) + f" (answer score {score:.2f})", missing, score, values)

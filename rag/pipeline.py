@@ -14,9 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from rag import citations, evidence, prompts
-from rag.citations import content_tokens
-from rag.config import Settings
+from rag import citations, evidence, policy, prompts
+from rag.config import MODES, Settings
 from rag.embed import embedder_dir
 from rag.errors import RagError, UsageError
 from rag.llm import LLM, GenerationConfig, load_model, resolve_model_path
@@ -24,12 +23,10 @@ from rag.query_embed import query_embedder
 from rag.retrieve import Filters, Retriever
 from rag.store import open_index
 from rag.types import Answer, Citation, Evidence, Retrieved, Sentence
+from rag.words import content_tokens
 
 MAX_QUESTION_CHARS = 2000
-EVIDENCE_SENTENCES = 6
-SUPPORT_THRESHOLD = 0.6  # share of a sentence's content words its cited source must hold
-EXTRACTIVE_MAX = 3
-GROUP_SHARE = 0.85  # a further sentence joins the extractive answer only when this close to the best
+EVIDENCE_SENTENCES = policy.EVIDENCE_SENTENCES
 ANSWER_MARGIN_TOKENS = 16
 
 _HAS_WORD = re.compile(r"\w")
@@ -103,12 +100,16 @@ class Pipeline:
         q = check_question(question)
         k = k or self.settings.k
         mode = mode or self.settings.mode
-        if mode not in ("llm", "extractive"):
-            raise UsageError(f"mode must be 'llm' or 'extractive', not {mode!r}")
+        if mode not in MODES:
+            raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
 
         hits = self.retriever.search(q, k, filters)
-        chosen = evidence.select(q, hits, self.embedder.embed, EVIDENCE_SENTENCES)
-        assessment = evidence.assess(q, chosen, hits)
+        if mode == "baseline":  # the plain comparison point: top sentences by cosine, no decision, no model
+            chosen = evidence.top_by_cosine(q, hits, self.embedder.embed)
+            assessment = evidence.Assessment(bool(chosen), "baseline answers whenever a passage was found")
+        else:
+            chosen = evidence.select(q, hits, self.embedder.embed, EVIDENCE_SENTENCES)
+            assessment = evidence.assess(q, chosen, hits)
         retrieve_ms = _ms(started)
         retrieved = [Retrieved(h.rank, h.doc_id, h.chunk_id, round(h.score, 6), list(h.also_reported_by),
                                h.dense_rank, h.lexical_rank, round(h.dense_score, 4)) for h in hits]
@@ -117,13 +118,15 @@ class Pipeline:
 
         draft = Draft()
         sentences: list[Sentence] = []
-        if assessment.answerable and mode == "extractive":
+        if assessment.answerable and mode == "baseline":
+            sentences = [Sentence(e.text, [e.n], True) for e in chosen]
+        elif assessment.answerable and mode == "extractive":
             sentences = extractive(q, chosen)
         elif assessment.answerable:
             model_info["llm"] = self.llm.name
             packed = self._pack(q, chosen)
             draft = self._generate(q, packed, on_token)
-            verified = citations.verify(draft.text, packed, SUPPORT_THRESHOLD)
+            verified = citations.verify(draft.text, packed, policy.SUPPORT_THRESHOLD, question=q)
             notes += verified.notes
             sentences = verified.sentences
             if verified.abstained:
@@ -197,7 +200,8 @@ class Pipeline:
 
 def extractive(question: str, items: list[Evidence]) -> list[Sentence]:
     """The best evidence sentence, then any nearly as relevant one that adds what the answer lacks:
-    a part of the question not yet covered ("... and who leads it?") or another article date."""
+    a part of the question not yet covered ("... and who leads it?"), or another article's account
+    (another report, often another event or date: the 2019 and the 2025 demands)."""
     if not items:
         return []
     ranked = sorted(items, key=lambda e: -e.score)
@@ -205,15 +209,15 @@ def extractive(question: str, items: list[Evidence]) -> list[Sentence]:
     asked = content_tokens(question)
     picked = [ranked[0]]
     covered = content_tokens(ranked[0].text) & asked
-    dates = {ranked[0].date}
+    articles = {ranked[0].doc_id}
     for e in ranked[1:]:
-        if len(picked) >= EXTRACTIVE_MAX or e.score < GROUP_SHARE * top:
+        if len(picked) >= policy.EXTRACTIVE_MAX or e.score < policy.GROUP_SHARE * top:
             break
         adds = content_tokens(e.text) & asked - covered
-        if e.date not in dates or len(adds) >= 1:
+        if e.doc_id not in articles or adds:
             picked.append(e)
             covered |= adds
-            dates.add(e.date)
+            articles.add(e.doc_id)
     return [Sentence(e.text, [e.n], True) for e in picked]
 
 

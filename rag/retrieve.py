@@ -22,6 +22,7 @@ from rag.errors import UsageError
 from rag.llm import default_threads
 from rag.store import IndexReader
 from rag.types import Hit
+from rag.words import names_publisher
 
 RRF_K = 60  # the usual constant from Cormack et al.; damps the weight of the very top ranks
 DUPLICATE_COSINE = 0.9  # chunk vectors this close from two articles are the same story
@@ -88,6 +89,14 @@ class Retriever:
         self.reader = reader
         self.embed_query = embed_query
         self._lex: Lexical | None = None
+        self._publishers: list[str] | None = None
+
+    def named_publishers(self, query: str) -> list[str]:
+        """The indexed articles' publishers that the query names ("according to Reuters")."""
+        if self._publishers is None:
+            rows = self.reader.db.execute("SELECT DISTINCT source FROM articles WHERE source IS NOT NULL")
+            self._publishers = sorted(r[0] for r in rows)
+        return [p for p in self._publishers if names_publisher(query, p)]
 
     def _lexical(self) -> Lexical:
         if self._lex is None:
@@ -126,8 +135,16 @@ class Retriever:
         qvec = np.asarray(self.embed_query([query])[0], dtype=np.float32)
         dense = self._dense_ranks(qvec, pool, allowed)
         lexical = self._lexical_ranks(query, pool, allowed)
+        rankings = [dense, lexical]
+        # "According to X": X's own articles are ranked apart too, so they reach the top even
+        # when other outlets' copies of the story use the question's words more.
+        for publisher in self.named_publishers(query):
+            own = Filters(source=publisher).allowed_ids(self.reader)
+            own = own if allowed is None else np.intersect1d(own, allowed)
+            if len(own):
+                rankings += [self._dense_ranks(qvec, k, own), self._lexical_ranks(query, k, own)]
         fused: dict[int, float] = {}
-        for ranking in (dense, lexical):
+        for ranking in rankings:
             for rank, (cid, _) in enumerate(ranking, 1):
                 fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank)
         order = sorted(fused, key=lambda cid: (-fused[cid], cid))

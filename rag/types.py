@@ -68,6 +68,7 @@ class Evidence:
     source: str | None
     score: float
     also_reported_by: list[str] = field(default_factory=list)
+    cosine: float = 0.0  # the embedder's cosine alone (score blends in word coverage)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from rag.citations import (
 )
 from rag.prompts import ABSTAIN_PHRASE
 from rag.types import Evidence, Sentence
+from rag.words import same_family
 
 
 def ev(n: int, text: str, date: str | None = "2019-02-20", doc_id: str | None = None) -> Evidence:
@@ -86,7 +87,7 @@ def test_parse_answer_tidies_whitespace():
 def test_support_full_and_partial():
     passage = EVIDENCE[0].text
     assert support_score("The US urged Pakistan to punish those responsible.", passage) == 1.0
-    assert support_score("Pakistan was urged to punish the attackers.", passage) == pytest.approx(3 / 4)
+    assert support_score("Pakistan was urged to punish the bombers.", passage) == pytest.approx(3 / 4)
     assert support_score("Aliens landed in Ohio.", passage) == 0.0
     assert 0.0 <= support_score("The US urged China to punish.", passage) < 1.0
 
@@ -333,16 +334,20 @@ def test_parse_and_verify_any_text(text):
 
 
 @pytest.mark.parametrize("a, b", [
-    ("spoke", "speak"), ("spoken", "speaking"), ("took", "taking"), ("carried", "carry"), ("tried", "try"),
-    ("defence", "defense"), ("labour", "labor"), ("organised", "organized"), ("centre", "center"),
-    ("urges", "urging"), ("stopped", "stop"), ("Pakistani", "Pakistan"), ("Pakistanis", "Pakistan"),
-    ("Indian", "India"), ("Afghans", "Afghanistan"),
+    ("carried", "carry"), ("tried", "try"), ("urges", "urging"), ("stopped", "stop"), ("investigations", "investigate"),
 ])
 def test_word_forms_meet(a, b):
     assert content_tokens(a) == content_tokens(b)
 
 
-@pytest.mark.parametrize("a, b", [("minister", "ministry"), ("four", "hour"), ("tour", "tor"), ("lost", "list")])
+@pytest.mark.parametrize("a, b", [("Pakistani", "Pakistan"), ("Kenyan", "Kenya"), ("Canadian", "Canada")])
+def test_regular_derivations_are_one_family(a, b):
+    (x,), (y,) = content_tokens(a), content_tokens(b)
+    assert same_family(x, y)
+
+
+@pytest.mark.parametrize("a, b", [("minister", "ministry"), ("four", "hour"), ("tour", "tor"), ("lost", "list"),
+                                  ("news", "new"), ("rose", "rise"), ("left", "leave")])
 def test_different_words_stay_apart(a, b):
     assert content_tokens(a) != content_tokens(b)
 
@@ -359,3 +364,31 @@ def test_a_clause_glued_on_from_another_source_is_unsupported():
     verified = verify(f"{blended} [1]", items)
     assert all(s.text != blended for s in verified.sentences)
     assert all(s.supported for s in verified.sentences)
+
+
+PULWAMA = ("The attack in Pulwama was claimed by the Pakistan-based Islamist group Jaish-e-Mohammed (JeM), "
+           "which killed 40 troopers.")
+
+
+@pytest.mark.parametrize("answer", [
+    "Question: How did Pakistan retaliate against Indian airlines [1]?",
+    "The State Department spokesperson quoted by the answer is: [1].",
+    "According to the provided sources, the attack was claimed by Jaish-e-Mohammed [1].",
+    "The attack in Pulwama was claimed [1].",  # adds nothing the question lacks
+])
+def test_non_answers_are_never_printed_as_supported(answer):
+    question = "Who claimed the attack in Pulwama?"
+    verified = verify(answer, [ev(1, PULWAMA)], question=question)
+    assert all(s.text not in answer for s in verified.sentences)
+
+
+def test_a_name_the_cited_source_lacks_sinks_the_sentence():
+    blended = "The attack on Pahalgam was claimed by the Pakistan-based Islamist group Jaish-e-Mohammed (JeM)."
+    assert support_score(blended, PULWAMA) == 0.0  # the source is about Pulwama, never Pahalgam
+    assert support_score(blended.replace("Pahalgam", "Pulwama"), PULWAMA) > 0.6
+    assert support_score("The group claimed the attack in March.", PULWAMA) == 0.0  # a date the source lacks
+
+
+def test_a_spelled_out_name_matches_its_abbreviation_both_ways():
+    assert support_score("The United States urged Pakistan to act.", "The U.S. urged Pakistan to act.") == 1.0
+    assert support_score("The US urged Pakistan to act.", "The United States urged Pakistan to act.") == 1.0

@@ -1,0 +1,54 @@
+"""The answer policy: every threshold of the answer path, and the one abstain decision.
+
+Thresholds live here, not in the modules that use them, so that calibration touches one file.
+The abstain decision is one logistic score over a few evidence features (see `features` in
+rag.evidence); no single feature refuses an answer on its own. Its weights and cut-off are fitted
+by `eval/calibrate.py` on the calibration split only (RealTimeQA weeks of 2023, see
+eval/realtimeqa.py), never on the test split or the committed gold sets, and the script prints the
+block below for pasting.
+"""
+
+from __future__ import annotations
+
+import math
+
+# --- evidence selection (rag.evidence.select) ---------------------------------------------------
+DENSE_WEIGHT = 0.6  # relevance = 0.6 * cosine + 0.4 * question-word coverage (+ bonuses)
+ANSWER_TYPE_BONUS = 0.1  # the sentence holds something of the kind asked for that the question lacks
+SOURCE_BONUS = 0.1  # the question names this article's publisher ("according to X")
+MIN_WORDS = 4  # shorter "sentences" are headings or bylines, not evidence
+PER_ARTICLE = 3  # at most this many evidence sentences from one article
+NEAR_COPY = 0.75  # token Jaccard at which two sentences say the same thing
+EVIDENCE_SENTENCES = 6  # sentences shown to the model
+
+# --- answers (rag.pipeline, rag.citations) -------------------------------------------------------
+SUPPORT_THRESHOLD = 0.6  # share of a sentence's content words its cited source must hold
+CLAUSE_TOKENS = 2  # clauses with at least this many content words are checked on their own
+CLAUSE_FLOOR = 0.6  # ... and must find this share of them in the cited source
+REPLACE_FLOOR = 0.25  # an unsupported sentence this close to an evidence sentence is replaced by it
+EXTRACTIVE_MAX = 3  # sentences in an extractive answer
+GROUP_SHARE = 0.85  # a further sentence joins the extractive answer only when this close to the best
+BASELINE_SENTENCES = 2  # `--mode baseline`: the top sentences by embedder cosine, nothing else
+
+# --- the abstain decision ------------------------------------------------------------------------
+# Features, each in [0, 1] (rag.evidence.features):
+#   best       relevance of the best evidence sentence
+#   cosine     embedder cosine of the best evidence sentence
+#   keys       share of the question's names and numbers found in the retrieved articles
+#              (their text, title, publisher and date)
+#   covered    share of the question's content words found around the best evidence sentence
+#              (sentence, title, publisher, date)
+#   typed      1 when the question asks for no particular kind of answer, or an evidence
+#              sentence holds one (a date for "when", a number for "how many"); else 0
+FEATURES = ("best", "cosine", "keys", "covered", "typed")
+# fitted by eval/calibrate.py (begin)
+WEIGHTS = {"best": 4.0, "cosine": 2.0, "keys": 3.0, "covered": 1.5, "typed": 1.5}
+BIAS = -5.0
+ANSWER_AT = 0.5  # answer when the score is at least this
+# fitted by eval/calibrate.py (end)
+
+
+def answer_score(values: dict[str, float]) -> float:
+    """Probability-like score in (0, 1) that the evidence holds the answer."""
+    z = BIAS + sum(WEIGHTS[name] * values[name] for name in FEATURES)
+    return 1.0 / (1.0 + math.exp(-z))
