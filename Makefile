@@ -28,10 +28,13 @@ test: install eval-gate
 	$(PY) -m ruff check rag tests eval bench
 	$(PY) -m pytest -q
 
+# The gate measures the default settings: none of the user's RAG_* variables or ./rag.toml, and the
+# model's fast copy goes to .cache/ in the checkout (ignored by git), not to the user's cache folder.
+eval-gate: GATE_ENV = env $(foreach v,$(filter RAG_%,$(.VARIABLES)),-u $(v)) RAG_CONFIG=/dev/null RAG_CACHE_DIR=$(CURDIR)/.cache
 eval-gate: install
-	$(RAG) index eval/corpus --index eval/.index
-	$(RAG) eval --index eval/.index --mode extractive --floors eval/floors-extractive.json --out eval/reports/gate-extractive
-	$(RAG) eval --index eval/.index --mode llm --floors eval/floors-llm.json --out eval/reports/gate-llm
+	$(GATE_ENV) $(RAG) index eval/corpus --index eval/.index
+	$(GATE_ENV) $(RAG) eval --index eval/.index --mode extractive --floors eval/floors-extractive.json --out eval/reports/gate-extractive
+	$(GATE_ENV) $(RAG) eval --index eval/.index --mode llm --floors eval/floors-llm.json --out eval/reports/gate-llm
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"

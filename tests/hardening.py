@@ -47,9 +47,8 @@ def use_shaped_embedder(monkeypatch) -> None:
     import rag.pipeline
 
     monkeypatch.setattr(rag.indexer, "SentenceTransformerEmbedder", lambda *a, **k: shaped_embedder())
-    monkeypatch.setattr(rag.indexer, "ensure_onnx", lambda *a, **k: None, raising=False)  # no ONNX export
-    for name in ("query_embedder", "SentenceTransformerEmbedder"):  # whichever the pipeline builds
-        monkeypatch.setattr(rag.pipeline, name, lambda *a, **k: shaped_embedder(), raising=False)
+    monkeypatch.setattr(rag.indexer, "ensure_onnx", lambda *a, **k: None)  # no ONNX export
+    monkeypatch.setattr(rag.pipeline, "query_embedder", lambda *a, **k: shaped_embedder())  # what Pipeline builds
 
 
 def build_index(index_dir: Path, paths: list[Path], embedder=None, **settings):
@@ -106,10 +105,10 @@ def deep_status(index_dir: Path) -> dict:
 
 
 def clean_env() -> dict[str, str]:
-    """The environment for a `rag` subprocess: no RAG_* settings leaking in from outside."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
+    """The environment for a `rag` subprocess: tests/conftest.py's subprocess_env()."""
+    from tests.conftest import subprocess_env
+
+    return subprocess_env()
 
 
 def rag_command(*args: str) -> list[str]:

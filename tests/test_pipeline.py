@@ -15,7 +15,7 @@ from rag.llm import FakeLLM
 from rag.pipeline import Pipeline, check_question
 from rag.prompts import ABSTAIN_PHRASE
 from rag.retrieve import Filters
-from tests.conftest import ROOT
+from tests.conftest import neutral_cwd, subprocess_env
 
 DESIGN_CARD = "What did the US urge Pakistan to do?"
 UNANSWERABLE = "What did Pakistani Prime Minister Imran Khan say about the Pulwama attack?"
@@ -146,7 +146,7 @@ def test_real_model_design_card(sample_index, real_embedder):
 
 def _rag(*args, stdin=None):
     return subprocess.run([sys.executable, "-m", "rag.cli", *args], capture_output=True, text=True,
-                          input=stdin, cwd=ROOT, timeout=300)
+                          input=stdin, cwd=neutral_cwd(), env=subprocess_env(), timeout=300)
 
 
 @pytest.mark.slow
