@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import time
 
 import pytest
 from prompt_toolkit.document import Document
@@ -133,7 +136,12 @@ def index_dir(tmp_path_factory, counter):
 
 
 class InterruptOnce(FakeLLM):
-    """Streams two pieces of the first answer, then Ctrl-C arrives; later calls answer normally."""
+    """Streams two pieces of the first answer, then sends this process a real SIGINT (what Ctrl-C in
+    a terminal does) and waits for the signal handler to act on it; later calls answer normally.
+
+    Nothing races: the stream cannot end before the signal has been handled, because it does not
+    end at all until then (it fails the test if no KeyboardInterrupt comes within 10 s).
+    """
 
     def __init__(self):
         super().__init__()
@@ -147,9 +155,22 @@ class InterruptOnce(FakeLLM):
         def pieces():
             yield "The US "
             yield "urged "
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # the handler runs in the main thread, between bytecodes
+                time.sleep(0.01)
+            raise AssertionError("SIGINT was sent but no KeyboardInterrupt arrived")
 
         return pieces()
+
+
+@pytest.fixture
+def real_sigint_handler():
+    """`rag chat` installs no SIGINT handler of its own: Ctrl-C during an answer is Python's default
+    handler raising KeyboardInterrupt. Make sure that is the handler the test runs under."""
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    yield
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def make_session(index_dir, llm=None, mode="llm", **kw):
@@ -188,7 +209,10 @@ def test_answer_then_sources_open_and_why(index_dir):
     assert f"query: {QUESTION}" in text
     rows = [line for line in text.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == len(answer.retrieved) and "cited [1]" in text
-    assert "dense+lexical" in text or "dense" in text
+    # The "found by" column: the sample corpus is 22 chunks, so every retrieved chunk is in both
+    # the dense and the lexical candidates, and each row must say so in exactly these words.
+    assert all(r.dense_rank is not None and r.lexical_rank is not None for r in answer.retrieved)
+    assert [row.split()[5] for row in rows] == ["dense+lexical"] * len(rows), text
 
 
 def test_followup_prints_the_query_used(index_dir):
@@ -248,13 +272,29 @@ def test_errors_print_one_line_and_the_session_goes_on(index_dir):
     assert "Sources:" in run_lines(session, out, QUESTION)
 
 
-def test_ctrl_c_during_generation_cancels_that_answer(index_dir):
+def test_ctrl_c_during_generation_cancels_that_answer(index_dir, real_sigint_handler):
     session, out, llm = make_session(index_dir, llm=InterruptOnce(), stream=True)
-    text = run_lines(session, out, QUESTION)
+    try:
+        text = run_lines(session, out, QUESTION)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C during an answer escaped ChatSession.ask")
     assert "draft: The US urged" in text and text.rstrip().endswith("(cancelled)")
     assert session.turns[-1].status == "cancelled" and session.last is None
     llm.enqueue("The US urged Pakistan to fully cooperate with the investigation [1].")
     assert "Sources:" in run_lines(session, out, QUESTION)
+
+
+def test_ctrl_c_during_generation_in_the_prompt_loop(index_dir, real_sigint_handler):
+    """The same real SIGINT inside run_tty: that answer is cancelled, the loop goes on to the next line."""
+    session, out, llm = make_session(index_dir, llm=InterruptOnce(), stream=True)
+    llm.enqueue("The US urged Pakistan to fully cooperate with the investigation [1].")
+    with create_pipe_input() as pipe:
+        pipe.send_text(f"{QUESTION}\r{QUESTION}\r\x04")
+        run_tty(session, None, input=pipe, output=DummyOutput())
+    text = out.getvalue()
+    assert "draft: The US urged" in text and "(cancelled)" in text and "(interrupted)" not in text
+    assert text.index("(cancelled)") < text.index("Sources:")
+    assert [t.status for t in session.turns] == ["cancelled", "answered"]
 
 
 def test_nothing_is_reloaded_after_the_first_question(index_dir, monkeypatch):
