@@ -28,9 +28,11 @@ test: install eval-gate
 	$(PY) -m ruff check rag tests eval bench
 	$(PY) -m pytest -q
 
-# The gate measures the default settings: none of the user's RAG_* variables or ./rag.toml, and the
-# model's fast copy goes to .cache/ in the checkout (ignored by git), not to the user's cache folder.
-eval-gate: GATE_ENV = env $(foreach v,$(filter RAG_%,$(.VARIABLES)),-u $(v)) RAG_CONFIG=/dev/null RAG_CACHE_DIR=$(CURDIR)/.cache
+# The gate measures the default settings: none of the user's RAG_* variables or ./rag.toml. The
+# model's fast copy (and onnxruntime's own cache files) go to .cache/ in the checkout (ignored by
+# git), not to the user's cache folder.
+eval-gate: GATE_ENV = env $(foreach v,$(filter RAG_%,$(.VARIABLES)),-u $(v)) RAG_CONFIG=/dev/null \
+	RAG_CACHE_DIR=$(CURDIR)/.cache XDG_CACHE_HOME=$(CURDIR)/.cache
 eval-gate: install
 	$(GATE_ENV) $(RAG) index eval/corpus --index eval/.index
 	$(GATE_ENV) $(RAG) eval --index eval/.index --mode extractive --floors eval/floors-extractive.json --out eval/reports/gate-extractive
