@@ -372,7 +372,9 @@ def gold_rows(sel: Selection) -> list[dict]:
     for q in sel.unanswerable:
         rows.append({"id": q.qid, "question": q.text, "must": [], "sources": [],
                      "answerable": False, "kind": "unanswerable", "date": q.date})
-    return sorted(rows, key=lambda r: qid_key(r["id"]))
+    # The source files repeat a few question ids within a week (the same quiz item twice): keep one.
+    unique = {r["id"]: r for r in reversed(rows)}
+    return sorted(unique.values(), key=lambda r: qid_key(r["id"]))
 
 
 def qid_key(qid: str) -> tuple[str, int, str]:

@@ -79,10 +79,11 @@ class OnnxEmbedder:
         """(len(texts), dim) float32, unit length; batches of similar lengths, original order."""
         out = np.zeros((len(texts), self.identity["dim"]), dtype=np.float32)
         todo = sorted({t for t in texts if t not in self._cache})
+        if len(self._cache) + len(todo) > CACHE:  # full: start over, re-embedding this call's cached texts too
+            self._cache.clear()
+            todo = sorted(set(texts))
         encodings = self._tok.encode_batch(todo)
         order = sorted(range(len(todo)), key=lambda i: len(encodings[i].ids))
-        if len(self._cache) + len(todo) > CACHE:
-            self._cache.clear()
         for start in range(0, len(order), BATCH):
             rows = order[start:start + BATCH]
             for i, vector in zip(rows, self._embed_batch([encodings[i] for i in rows]), strict=True):

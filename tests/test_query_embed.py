@@ -164,3 +164,12 @@ def test_index_exports_once_and_noop_reindex_loads_no_model(tmp_path, corpus, ex
     assert summary.unchanged == summary.articles and summary.chunks_embedded == 0
     state = index / (index / "CURRENT").read_text().strip()
     assert (state / "bm25" / "ids.npy").is_file()
+
+
+@pytest.mark.slow
+def test_a_full_cache_never_loses_a_text_of_the_current_call(model_dir, exported, monkeypatch):
+    monkeypatch.setattr("rag.query_embed.CACHE", 3)
+    embedder = OnnxEmbedder(model_dir, exported)
+    first = embedder.embed(["alpha beta", "gamma delta"])
+    both = embedder.embed(["alpha beta", "a new sentence", "another new one"])  # overflows: cache cleared
+    assert np.allclose(both[0], first[0], atol=1e-6)
