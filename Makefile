@@ -37,6 +37,9 @@ eval-gate: install
 	$(GATE_ENV) $(RAG) index eval/corpus --index eval/.index
 	$(GATE_ENV) $(RAG) eval --index eval/.index --mode extractive --floors eval/floors-extractive.json --out eval/reports/gate-extractive
 	$(GATE_ENV) $(RAG) eval --index eval/.index --mode llm --floors eval/floors-llm.json --out eval/reports/gate-llm
+	$(GATE_ENV) $(RAG) index eval/news/articles --index eval/.index-news
+	$(GATE_ENV) $(RAG) eval eval/news/gold.jsonl --index eval/.index-news --mode extractive --floors eval/floors-news-extractive.json --out eval/reports/gate-news-extractive
+	$(GATE_ENV) $(RAG) eval eval/news/gold.jsonl --index eval/.index-news --mode llm --floors eval/floors-news-llm.json --out eval/reports/gate-news-llm
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
@@ -52,4 +55,4 @@ lint: install
 	$(PY) -m ruff check rag tests eval bench
 
 clean:
-	rm -rf $(VENV) index/state-* index/CURRENT eval/.index eval/reports .pytest_cache
+	rm -rf $(VENV) index/state-* index/CURRENT eval/.index eval/.index-news eval/reports .pytest_cache .cache

@@ -52,6 +52,9 @@ _ABOUT = re.compile(r"^(?:what|how)\s+about\b[\s,:;-]*", re.I)
 # "that" only at the end ("when was that?"): elsewhere it is usually a relative pronoun.
 _PRONOUN = re.compile(r"\b(?:it|its|they|them|their|he|him|his|she|her|this|these|those|there)\b"
                       r"|\bthat\s*[?.!]*$", re.I)
+# A pronoun as the subject right after the question word ("when was it ...", "what did he ..."):
+# the question is about someone named earlier even when it names something else too.
+_PRONOUN_SUBJECT = re.compile(r"^\w+\s+(?:\w+\s+)?(?:it|he|she|they|this|these|those)\b", re.I)
 _NAME = re.compile(r"(?<![\w'’-])(?:[A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)*|(?:19|20)\d\d)(?![\w])")
 _YEAR = re.compile(r"^(?:19|20)\d\d$")
 _POSSESSIVE = re.compile(r"['’]s$")
@@ -112,7 +115,7 @@ def is_followup(question: str) -> bool:
     if _CONNECTOR.match(q) or _ABOUT.match(q):
         return True
     if key_terms(q):
-        return False
+        return bool(_PRONOUN_SUBJECT.match(q))
     return bool(_PRONOUN.search(q)) or len(q.split()) <= SHORT_FOLLOWUP_WORDS
 
 
@@ -139,8 +142,10 @@ def rewrite_followup(question: str, history: list[str]) -> str:
         return _substitute(previous, core)
     # Measured on follow-up pairs: topic words on top of the names drown the question's own words.
     context = _names(previous) or _topic_words(previous)
-    if key_terms(core) and _names(previous):
-        context = context[1:]  # "and what did China do?": China takes the previous subject's place
+    if key_terms(core) and _names(previous) and not _PRONOUN_SUBJECT.match(core):
+        # "and what did China do?": China takes the previous subject's place. With a pronoun
+        # ("when was it added to the UN list?") the previous subject is still the topic.
+        context = context[1:]
     context = [t for t in context if not _mentioned(t, core)]
     if not context:
         return core or previous

@@ -97,9 +97,14 @@ def test_rewrite_leaves_standalone_questions_alone():
     assert rewrite_followup("  What did   China do?  ", []) == "What did China do?"  # no history
     assert rewrite_followup("Which treaty did India suspend after the Pahalgam attack?", [QUESTION]) == \
         "Which treaty did India suspend after the Pahalgam attack?"
-    # a pronoun with a name of its own: standalone by rule
+    # a name of its own and a pronoun that is not the subject: standalone
+    assert rewrite_followup("Which country said it would retaliate against India?", ["Who is Marco Rubio?"]) == \
+        "Which country said it would retaliate against India?"
+
+
+def test_a_pronoun_subject_leans_on_the_previous_turn_even_with_a_name():
     assert rewrite_followup("what did he urge Pakistan to do?", ["Who is Marco Rubio?"]) == \
-        "what did he urge Pakistan to do?"
+        "what did he urge Pakistan to do? (Marco Rubio)"
 
 
 def test_rewrite_uses_the_latest_turn_and_chains():

@@ -18,7 +18,7 @@ from rag.retrieve import Filters
 from tests.conftest import neutral_cwd, subprocess_env
 
 DESIGN_CARD = "What did the US urge Pakistan to do?"
-UNANSWERABLE = "What did Pakistani Prime Minister Imran Khan say about the Pulwama attack?"
+UNANSWERABLE = "What did the Bank of Japan decide about interest rates?"  # a topic the articles lack
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_weak_evidence_abstains_without_calling_the_model(pipeline_with):
     p, fake = pipeline_with()
     answer = p.ask(UNANSWERABLE)
     assert answer.abstained and answer.answer == ABSTAIN_PHRASE and not answer.citations
-    assert any("imran" in n for n in answer.notes)
+    assert any("japan" in n and "answer score" in n for n in answer.notes)
     assert fake.calls == []
 
 
