@@ -182,3 +182,23 @@ def test_cli_batch(sample_index):
 def test_answer_is_json_serialisable(pipeline_with):
     p, _ = pipeline_with(mode="extractive")
     json.dumps(asdict(p.ask(DESIGN_CARD)))
+
+
+def test_according_to_a_publisher_prefers_its_articles(pipeline_with, sample_index):
+    p, _ = pipeline_with(mode="extractive")
+    plain = p.ask("What did Pakistan say about the attack?")
+    assert "003" not in {c.doc_id[:3] for c in plain.citations}
+    named = p.ask("According to PTI, what did Pakistan say about the attack?")  # 003 is PTI's (sidecar)
+    assert named.citations and {c.doc_id[:3] for c in named.citations} == {"003"}, named.answer
+    _check_citations(named, sample_index)
+
+
+def test_baseline_mode_answers_with_the_top_sentences_by_cosine(pipeline_with, sample_index):
+    from rag import policy
+
+    p, fake = pipeline_with(mode="baseline")
+    answer = p.ask(UNANSWERABLE)  # the baseline has no abstain decision: it answers whatever it found
+    assert not answer.abstained and 1 <= len(answer.citations) <= policy.BASELINE_SENTENCES
+    answer = p.ask(DESIGN_CARD)
+    assert len(answer.sentences) == policy.BASELINE_SENTENCES and fake.calls == []
+    _check_citations(answer, sample_index)

@@ -1,0 +1,84 @@
+"""The dev-set converter (eval/realtimeqa.py) and the abstain calibration (eval/calibrate.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+EVAL = Path(__file__).resolve().parents[1] / "eval"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"eval_{name}", EVAL / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+def _week(folder: Path, week: str, items: list[tuple[str, list[str], int, list[tuple[str, str]]]]) -> None:
+    """One RealTimeQA week: (question, choices, answer index, [(url, text)...]) per question."""
+    folder.mkdir(parents=True, exist_ok=True)
+    qa, gcs = [], []
+    for n, (question, choices, answer, results) in enumerate(items):
+        qid = f"{week}_{n}"
+        qa.append({"question_id": qid, "question_date": f"{week[:4]}/{week[4:6]}/{week[6:]}",
+                   "question_sentence": question, "choices": choices, "answer": [str(answer)]})
+        gcs.append({"question_id": qid, "search_result": [
+            {"url": url, "title": url.rsplit("/", 1)[-1], "text": text, "publish_date": "2023-01-02"}
+            for url, text in results]})
+    (folder / f"{week}_qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa))
+    (folder / f"{week}_gcs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gcs))
+
+
+def _year(repo: Path, year: str) -> None:
+    items = []
+    for n in range(12):
+        answer = f"Quillon{year}x{n}"
+        items.append((f"Which company did regulator number {n} fine this week?", [answer, f"Other{n}", "Nobody"], 0,
+                      [(f"https://news{n}.example/{year}/a", f"The regulator fined {answer} for late filings."),
+                       (f"https://wire{n}.example/{year}/b", f"Regulator number {n} announced a fine on Monday.")]))
+    _week(repo / "past" / year, f"{year}0106", items)
+
+
+def test_converter_writes_gold_and_never_reads_held_out_years(tmp_path):
+    realtimeqa = _load("realtimeqa")
+    repo, out = tmp_path / "repo", tmp_path / "out"
+    _year(repo, "2023")
+    _year(repo, "2024")
+    (repo / "past" / "2025").mkdir(parents=True)
+    (repo / "past" / "2025" / "20250103_qa.jsonl").write_text("{ not json: reading this is a bug")
+    assert realtimeqa.main(["--repo", str(repo), "--out", str(out)]) == 0
+    for split, year in (("calib", "2023"), ("test", "2024")):
+        corpus = {json.loads(line)["id"]: json.loads(line) for line in (out / split / "corpus.jsonl").open()}
+        gold = [json.loads(line) for line in (out / split / "gold.jsonl").open()]
+        assert gold and all(g["id"].startswith(year) for g in gold)
+        assert any(g["answerable"] for g in gold) and any(not g["answerable"] for g in gold)
+        texts = " ".join(a["text"] for a in corpus.values())
+        for g in gold:
+            if g["answerable"]:  # the answer sits in one of its own sources, which are in the corpus
+                assert all(s in corpus for s in g["sources"])
+                assert any(g["must"][0][0] in corpus[s]["text"] for s in g["sources"])
+            else:  # the answer is in no article of the corpus
+                assert g["must"] == [] and f"Quillon{year}x{g['id'].split('_')[1]}" not in texts
+
+
+def test_calibration_fits_the_direction_and_keeps_false_abstains_in_bounds():
+    calibrate = _load("calibrate")
+    rng = np.random.default_rng(0)
+    answerable = rng.normal(0.7, 0.1, size=(200, 2))
+    unanswerable = rng.normal(0.4, 0.1, size=(50, 2))
+    x = np.vstack([answerable, unanswerable])
+    y = np.concatenate([np.ones(200), np.zeros(50)])
+    w, b = calibrate.fit_logistic(x, y)
+    assert (w > 0).all()  # more evidence, more likely answerable
+    scores = 1 / (1 + np.exp(-(x @ w + b)))
+    for rate in (0.0, 0.03, 0.10):
+        cutoff = calibrate.pick_cutoff(scores, y, rate)
+        false_abstain = np.mean(scores[y == 1] < cutoff)
+        assert false_abstain <= rate
+        assert np.mean(scores[y == 0] < cutoff) > 0.5  # and it still catches most of the easy unanswerable
