@@ -202,3 +202,25 @@ def test_baseline_mode_answers_with_the_top_sentences_by_cosine(pipeline_with, s
     answer = p.ask(DESIGN_CARD)
     assert len(answer.sentences) == policy.BASELINE_SENTENCES and fake.calls == []
     _check_citations(answer, sample_index)
+
+
+def test_design_card_on_articles_without_sidecars_cites_both_crises(tmp_path, real_embedder, counter):
+    """The articles as a user has them (no .meta.json dates or sources): both demands, each cited."""
+    import shutil
+
+    from rag.indexer import index_paths
+    from tests.conftest import CORPUS
+
+    raw = tmp_path / "articles"
+    raw.mkdir()
+    for f in CORPUS.glob("*.txt"):
+        shutil.copy(f, raw / f.name)
+    index_paths([str(raw)], Settings(index=str(tmp_path / "index")), embedder=real_embedder, counter=counter)
+    p = Pipeline(Settings(index=str(tmp_path / "index"), mode="extractive"), llm=FakeLLM(), embedder=real_embedder)
+    try:
+        answer = p.ask(DESIGN_CARD)
+    finally:
+        p.close()
+    by_doc = {c.doc_id[:3]: c.quote for c in answer.citations}
+    assert {"000", "001"} & set(by_doc) and {"002", "004"} & set(by_doc), answer.answer
+    assert any("fully cooperate with the investigation" in by_doc.get(d, "") for d in ("000", "001"))
