@@ -32,7 +32,7 @@ def feature_rows(gold: list[dict], index: str) -> tuple[np.ndarray, np.ndarray, 
     try:
         for item in gold:
             q = item["question"]
-            hits = pipeline.retriever.search(q, pipeline.settings.k)
+            hits = pipeline.retriever.search(q, pipeline.settings.k, as_of=item.get("date"))
             chosen = evidence.select(q, hits, pipeline.embedder.embed)
             values, missing = evidence.features(q, chosen, hits)
             rows.append([values[name] for name in policy.FEATURES])
@@ -90,7 +90,8 @@ def main() -> None:
     scores = 1 / (1 + np.exp(-(x @ w + b)))
     cutoff = pick_cutoff(scores, y, args.max_false_abstain)
     weights = ", ".join(f'"{name}": {value:.3f}' for name, value in zip(policy.FEATURES, w, strict=True))
-    print(f"# calibration: {args.gold}: {len(y)} questions; {report(scores, y, cutoff)}")
+    print(f"# calibration: {args.gold}, {len(y)} questions:")
+    print(f"# {report(scores, y, cutoff)}")
     print("# fitted by eval/calibrate.py (begin)")
     print(f"WEIGHTS = {{{weights}}}")
     print(f"BIAS = {b:.3f}")

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the answer as one JSON object (schema in README)")
     p.add_argument("--batch", metavar="FILE", help="read questions from FILE (- for stdin), one per line: "
                    "plain text or JSON with id and question; print one JSON object per line")
+    _as_of_option(p)
 
     p = sub.add_parser("eval", help="score answers against a gold set (JSONL)",
                        description="Run every gold question through the same pipeline as `rag ask` and "
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="report folder (default eval/reports/<time>-<mode>)")
     p.add_argument("--compare", metavar="REPORT", help="an earlier report.json: print deltas, mark regressions")
     p.add_argument("--floors", metavar="FILE", help="JSON of metric floors; exit 1 when a metric is under one")
+    _as_of_option(p, " (a gold line's own 'date' wins)")
 
     p = sub.add_parser("chat", help="interactive questions with follow-ups, sources and slash commands",
                        description="A chat over the index: answers stream and are verified as in `rag ask`; "
@@ -83,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         p.add_argument("--json", action="store_true", help="print as JSON")
     return parser
+
+
+def _as_of_option(p: argparse.ArgumentParser, more: str = "") -> None:
+    p.add_argument("--as-of", metavar="DATE", help="the day the question is asked (YYYY-MM-DD, default today): "
+                   "what 'this week', 'recently' or 'last year' in it mean" + more)
 
 
 def _answer_options(p: argparse.ArgumentParser) -> None:
@@ -152,7 +159,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _filters(args: argparse.Namespace):
     from rag.retrieve import Filters
 
-    return Filters(since=args.since, until=args.until, source=args.source, docs=tuple(args.doc))
+    filters = Filters(since=args.since, until=args.until, source=args.source, docs=tuple(args.doc))
+    if getattr(args, "as_of", None) is not None:
+        from datetime import date
+
+        from rag.errors import UsageError
+        try:
+            if len(args.as_of) != 10:  # fromisoformat also takes 20230101 and week dates
+                raise ValueError
+            date.fromisoformat(args.as_of)
+        except ValueError:
+            raise UsageError(f"--as-of must be a date like 2019-02-20, not {args.as_of!r}") from None
+    return filters
 
 
 def _answer_json(answer) -> str:
@@ -179,10 +197,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     pipeline = Pipeline(settings)
     try:
         if batch_lines is not None:
-            return _run_batch(pipeline, batch_lines, filters)
+            return _run_batch(pipeline, batch_lines, filters, args.as_of)
         stream = not args.json and settings.mode == "llm" and use_colour(sys.stderr)
         on_token = _draft_printer() if stream else None
-        answer = pipeline.ask(question, filters=filters, on_token=on_token)
+        answer = pipeline.ask(question, filters=filters, on_token=on_token, as_of=args.as_of)
         if on_token:
             print(file=sys.stderr)
         if args.json:
@@ -217,7 +235,7 @@ def _read_batch(path: str) -> list[str]:
         raise UsageError(f"cannot read batch file {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
-def _run_batch(pipeline, lines: list[str], filters) -> int:
+def _run_batch(pipeline, lines: list[str], filters, as_of: str | None = None) -> int:
     """One JSON object per non-empty input line, `id` echoed; a bad line gets an `error` object."""
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -235,7 +253,7 @@ def _run_batch(pipeline, lines: list[str], filters) -> int:
                                   "'question'"}), flush=True)
                 continue
         try:
-            answer = pipeline.ask(question, filters=filters)
+            answer = pipeline.ask(question, filters=filters, as_of=as_of)
         except RagError as e:
             print(json.dumps({"id": qid, "question": question[:200], "error": str(e)}), flush=True)
             continue

@@ -383,18 +383,19 @@ def summarise(rows: list[dict], config: dict, ks: Iterable[int] = DEFAULT_KS) ->
     return {"metrics": metrics, "counts": counts, "by_kind": by_kind, "config": dict(config)}
 
 
-def run_eval(gold: list[dict], ask: Callable[[str], dict], config: dict,
+def run_eval(gold: list[dict], ask: Callable[[str, str | None], dict], config: dict,
              supports: Supports = lexical_support,
              ks: Iterable[int] = DEFAULT_KS) -> tuple[list[dict], dict]:
     """Ask every gold question and score it. A RagError on one question (a model hiccup) is
     recorded on that row and the run goes on; a UsageError (no index, bad model) stops it,
-    since every other question would fail the same way."""
+    since every other question would fail the same way. `ask` gets the question and the day it
+    was asked (the gold line's optional `date`, or None)."""
     ks = tuple(ks)
     rows = []
     for item in gold:
         started = time.perf_counter()
         try:
-            answer = ask(item["question"])
+            answer = ask(item["question"], item.get("date"))
         except UsageError:
             raise
         except RagError as e:
@@ -575,7 +576,7 @@ def run_command(args, settings, filters) -> int:
     pipeline = Pipeline(settings, model_flag=args.model)
     try:
         config = eval_config(pipeline, settings.mode, settings.k, args.gold)
-        rows, report = run_eval(gold, lambda q: pipeline.ask(q, filters=filters), config)
+        rows, report = run_eval(gold, lambda q, day: pipeline.ask(q, filters=filters, as_of=day or args.as_of), config)
     finally:
         pipeline.close()
     out = Path(args.out or Path("eval/reports") / f"{time.strftime('%Y%m%d-%H%M%S')}-{settings.mode}")

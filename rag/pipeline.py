@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import date
 
 from rag import citations, evidence, policy, prompts
 from rag.config import MODES, Settings
@@ -95,7 +96,10 @@ class Pipeline:
     # --- the one public step ---------------------------------------------------------------
 
     def ask(self, question: str, *, k: int | None = None, mode: str | None = None,
-            filters: Filters | None = None, on_token: Callable[[str], None] | None = None) -> Answer:
+            filters: Filters | None = None, on_token: Callable[[str], None] | None = None,
+            as_of: str | None = None) -> Answer:
+        """Answer one question. `as_of` (ISO date, default today) is the day it is asked: what
+        "this week" or "recently" in it refer to."""
         started = time.perf_counter()
         q = check_question(question)
         k = k or self.settings.k
@@ -103,7 +107,7 @@ class Pipeline:
         if mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
 
-        hits = self.retriever.search(q, k, filters)
+        hits = self.retriever.search(q, k, filters, as_of or date.today().isoformat())
         if mode == "baseline":  # the plain comparison point: top sentences by cosine, no decision, no model
             chosen = evidence.top_by_cosine(q, hits, self.embedder.embed)
             assessment = evidence.Assessment(bool(chosen), "baseline answers whenever a passage was found")

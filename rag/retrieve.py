@@ -13,6 +13,7 @@ import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from rag.errors import UsageError
 from rag.llm import default_threads
 from rag.store import IndexReader
 from rag.types import Hit
-from rag.words import names_publisher
+from rag.words import names_publisher, recency_days
 
 RRF_K = 60  # the usual constant from Cormack et al.; damps the weight of the very top ranks
 DUPLICATE_COSINE = 0.9  # chunk vectors this close from two articles are the same story
@@ -76,6 +77,18 @@ class Filters:
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
 
+def recent_window(query: str, as_of: str | None) -> Filters | None:
+    """The dates that "this week", "recently" or "last year" in the query mean when asked on `as_of`."""
+    days = recency_days(query)
+    if days is None or not as_of or not _DATE.match(as_of):
+        return None
+    try:
+        asked = date.fromisoformat(as_of)
+    except ValueError:  # 2023-02-30
+        return None
+    return Filters(since=(asked - timedelta(days=days)).isoformat(), until=asked.isoformat())
+
+
 @lru_cache(maxsize=1024)  # a kept hit is compared with every later candidate: compute its shingles once
 def _shingles(text: str) -> frozenset[tuple[str, ...]]:
     words = _WORD.findall(text.lower())
@@ -126,7 +139,9 @@ class Retriever:
         scores, ids = index.search(qvec.reshape(1, -1), min(pool, index.ntotal), params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
-    def search(self, query: str, k: int = 6, filters: Filters | None = None) -> list[Hit]:
+    def search(self, query: str, k: int = 6, filters: Filters | None = None, as_of: str | None = None) -> list[Hit]:
+        """The top k chunks for the query. `as_of` is the day the question is asked (ISO date):
+        "this week" or "recently" in the query then also ranks the articles of those days apart."""
         filters = filters or Filters()
         allowed = filters.allowed_ids(self.reader) if filters.active else None
         if allowed is not None and not len(allowed):
@@ -138,8 +153,12 @@ class Retriever:
         rankings = [dense, lexical]
         # "According to X": X's own articles are ranked apart too, so they reach the top even
         # when other outlets' copies of the story use the question's words more.
-        for publisher in self.named_publishers(query):
-            own = Filters(source=publisher).allowed_ids(self.reader)
+        preferred = [Filters(source=publisher) for publisher in self.named_publishers(query)]
+        window = recent_window(query, as_of)
+        if window is not None:  # "this week": the articles of those days, ranked apart in the same way
+            preferred.append(window)
+        for prefer in preferred:
+            own = prefer.allowed_ids(self.reader)
             own = own if allowed is None else np.intersect1d(own, allowed)
             if len(own):
                 rankings += [self._dense_ranks(qvec, k, own), self._lexical_ranks(query, k, own)]

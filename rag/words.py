@@ -250,3 +250,21 @@ COUNT_TEXT = re.compile(r"\b\d[\d,.]*\b|\b(?:" + "|".join(sorted(NUMBER_WORDS - 
 DURATION_TEXT = re.compile(r"\b(?:\d[\d,.]*|an?|one|two|three|four|five|six|seven|eight|nine|ten|several|few|many)"
                            r"[ -](?:seconds?|minutes?|hours?|days?|weeks?|months?|years?|decades?)\b"
                            r"|\b(?:overnight|hours-long|hour-long|day-long)\b", re.IGNORECASE)
+
+
+# Relative time in a question, and how many days back from the day it is asked it reaches
+# ("this week" over a news archive means the articles of the days before asking). The smallest
+# window a question names wins.
+_WEEKDAY_RE = "|".join(w.lower() for w in WEEKDAYS)
+RELATIVE_TIME = (
+    (re.compile(r"\b(?:today|tonight|yesterday)\b", re.I), 3),
+    (re.compile(rf"\b(?:(?:this|last|past) (?:week|weekend)|(?:on|this|last) (?:{_WEEKDAY_RE}))\b", re.I), 9),
+    (re.compile(r"\b(?:recent|recently|latest|(?:this|last|past) month)\b", re.I), 40),
+    (re.compile(r"\b(?:(?:this|last|past) year)\b", re.I), 400),
+)
+
+
+def recency_days(question: str) -> int | None:
+    """How far back from the day of asking the question looks ("this week": 9 days), or None."""
+    days = [d for pattern, d in RELATIVE_TIME if pattern.search(question)]
+    return min(days) if days else None

@@ -181,7 +181,7 @@ ANSWERS = {
 
 
 def test_run_eval_rows_and_report():
-    rows, report = ev.run_eval(GOLD_SMALL, ANSWERS.__getitem__, {"mode": "llm", "k": 6})
+    rows, report = ev.run_eval(GOLD_SMALL, lambda q, _day: ANSWERS[q], {"mode": "llm", "k": 6})
     assert [r["id"] for r in rows] == ["a1", "a2", "u1"]
     first = rows[0]
     assert first["correct"] and first["f1"] > 0
@@ -205,14 +205,14 @@ def test_run_eval_rows_and_report():
 
 
 def test_run_eval_records_rag_errors_but_stops_on_usage_errors():
-    def flaky(question):
+    def flaky(question, day):
         raise RagError("model crashed")
 
     rows, report = ev.run_eval(GOLD_SMALL[:1], flaky, {})
     assert rows[0]["error"] == "model crashed" and rows[0]["correct"] is False
     assert report["counts"]["errors"] == 1
 
-    def no_index(question):
+    def no_index(question, day):
         raise UsageError("no index")
 
     with pytest.raises(UsageError):
@@ -220,7 +220,7 @@ def test_run_eval_records_rag_errors_but_stops_on_usage_errors():
 
 
 def test_write_report_and_format_table(tmp_path):
-    rows, report = ev.run_eval(GOLD_SMALL, ANSWERS.__getitem__, {"k": 6})
+    rows, report = ev.run_eval(GOLD_SMALL, lambda q, _day: ANSWERS[q], {"k": 6})
     rows_path, report_path = ev.write_report(tmp_path / "reports" / "run1", rows, report)
     assert [json.loads(line)["id"] for line in rows_path.read_text().splitlines()] == ["a1", "a2", "u1"]
     assert json.loads(report_path.read_text())["metrics"]["accuracy"] == 0.5

@@ -225,6 +225,8 @@ def test_only_bad_files_is_a_usage_error(tmp_path, monkeypatch):
     (["index", "x", "--chunk-tokens", "many"], "invalid int value"),
     (["ask"], "give a question or --batch"),
     (["ask", "q", "--since", "yesterday"], "--since must be a date"),
+    (["ask", "q", "--as-of", "2023-02-30"], "--as-of must be a date"),
+    (["eval", "--as-of", "20230101"], "--as-of must be a date"),
     (["ask", "q", "-k", "0", "--mode", "extractive"], "k must be at least 1"),
     (["frobnicate"], "invalid choice"),
 ])

@@ -224,3 +224,33 @@ def test_design_card_on_articles_without_sidecars_cites_both_crises(tmp_path, re
     by_doc = {c.doc_id[:3]: c.quote for c in answer.citations}
     assert {"000", "001"} & set(by_doc) and {"002", "004"} & set(by_doc), answer.answer
     assert any("fully cooperate with the investigation" in by_doc.get(d, "") for d in ("000", "001"))
+
+
+def test_this_week_prefers_the_articles_of_the_days_before_asking(tmp_path, real_embedder, counter):
+    """Relative time ("this week") is read against the day of asking (`as_of`), never a filter."""
+    from rag.indexer import index_paths
+    from rag.words import recency_days
+
+    assert recency_days("Which team won on Sunday?") == recency_days("What happened this week?") == 9
+    assert recency_days("How many died in 2019?") is None
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    stories = {  # the same yearly ceremony, three years apart
+        "old": ("2019-03-01", "The Harbor Film Prize went to the director Lena Varga at the ceremony in Porto."),
+        "new": ("2023-03-03", "The Harbor Film Prize went to the director Tomas Okafor at the ceremony in Porto."),
+    }
+    for name, (day, text) in stories.items():
+        (folder / f"{name}.txt").write_text(f"{text} The jury praised the winning film.\n")
+        (folder / f"{name}.txt.meta.json").write_text(json.dumps({"date": day}))
+    index_paths([str(folder)], Settings(index=str(tmp_path / "index")), embedder=real_embedder, counter=counter)
+    p = Pipeline(Settings(index=str(tmp_path / "index"), mode="extractive", k=1), llm=FakeLLM(), embedder=real_embedder)
+    try:
+        question = "Which director won the Harbor Film Prize this week?"
+        for asked, winner in (("2023-03-05", "Okafor"), ("2019-03-04", "Varga")):
+            answer = p.ask(question, as_of=asked)
+            assert winner in answer.answer, (asked, answer.answer)
+        # without relative time in the question the day of asking changes nothing
+        plain = "Which director won the Harbor Film Prize?"
+        assert p.ask(plain, as_of="2023-03-05").answer == p.ask(plain, as_of="2019-03-04").answer
+    finally:
+        p.close()
