@@ -49,6 +49,8 @@ _ASKS = [  # (question pattern, what an answer holds)
     (re.compile(r"^\s*how long\b", re.I), DURATION_TEXT),
     (re.compile(r"^\s*(who|whom|whose|where)\b|^\s*what (is|was|were|are) the names? of\b", re.I), NAME_TEXT),
 ]
+# "who ...", "... which company ...", "where ...": the answer is most likely someone or something named.
+_ASKS_ENTITY = re.compile(r"\b(who|whom|whose|which|where)\b", re.I)
 KIND_NAMES = {DATE_TEXT: "a date", COUNT_TEXT: "a number", DURATION_TEXT: "a duration", NAME_TEXT: "a name"}
 
 
@@ -134,12 +136,16 @@ def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarr
     cosines = vectors[1:] @ vectors[0]
     asked = content_tokens(question)
     kind = answer_type(question)
+    asks_entity = bool(_ASKS_ENTITY.search(question))
     context = {c.hit.doc_id: context_tokens(c.hit.title, c.hit.source, c.hit.date) for c in pool}
     for c, cos in zip(pool, cosines, strict=True):
         words = c.tokens | context[c.hit.doc_id]
         coverage = sum(covered(t, words) for t in asked) / len(asked) if asked else 0.0
         bonus = policy.ANSWER_TYPE_BONUS if kind is not None and holds_new(kind, c.text, question) else 0.0
         bonus += policy.SOURCE_BONUS if names_publisher(question, c.hit.source) else 0.0
+        # An answer adds something the question lacks: a sentence that only restates it answers nothing.
+        bonus += policy.NOVELTY_WEIGHT * sum(not covered(t, asked) for t in c.tokens) / max(1, len(c.tokens))
+        bonus += policy.NEW_NAME_BONUS if asks_entity and holds_new(NAME_TEXT, c.text, question) else 0.0
         c.cosine = float(cos)
         c.relevance = policy.DENSE_WEIGHT * c.cosine + (1 - policy.DENSE_WEIGHT) * coverage + bonus
     pool.sort(key=lambda c: (-c.relevance, c.hit.rank, c.start))

@@ -107,3 +107,21 @@ def test_a_name_missing_from_the_passages_abstains():
     verdict = evidence.assess("What did Imran Khan say about the attack?", [ev(text)], [hit(text)])
     assert verdict.missing == ["imran", "khan"]
     assert verdict.features["keys"] == 0.0
+
+
+def test_a_sentence_that_only_restates_the_question_ranks_below_the_answer():
+    question = "Which species does the genetics company Colossal want to bring back to life?"
+    echo = "The genetics company Colossal wants to bring species back to life."
+    answer = "The genetics company Colossal wants to bring the Dodo back to life."
+    text = f"{echo} {answer}"
+
+    def equally_close(texts: list[str]) -> np.ndarray:  # an embedder that cannot tell the two apart
+        return np.ones((len(texts), 4), dtype=np.float32) / 2
+
+    assert evidence.select(question, [hit(text)], equally_close)[0].text == answer
+    saved = policy.NOVELTY_WEIGHT, policy.NEW_NAME_BONUS
+    try:  # without the novelty and new-name terms the echo, which holds every asked word, wins
+        policy.NOVELTY_WEIGHT = policy.NEW_NAME_BONUS = 0.0
+        assert evidence.select(question, [hit(text)], equally_close)[0].text == echo
+    finally:
+        policy.NOVELTY_WEIGHT, policy.NEW_NAME_BONUS = saved
