@@ -172,10 +172,15 @@ class InterruptOnce(FakeLLM):
 @pytest.fixture
 def real_sigint_handler():
     """`rag chat` installs no SIGINT handler of its own: Ctrl-C during an answer is Python's default
-    handler raising KeyboardInterrupt. Make sure that is the handler the test runs under."""
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    yield
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    handler raising KeyboardInterrupt. The test runs under that handler (set here: a suite started
+    with SIGINT ignored, as CI jobs and background shells do, would not have it) and checks that the
+    chat left it in place."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def make_session(index_dir, llm=None, mode="llm", **kw):

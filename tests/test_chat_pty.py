@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import re
+import signal
 import subprocess
 import sys
 
@@ -44,9 +45,15 @@ def terminal_env() -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    """A terminal user's Ctrl-C, even when the suite itself runs with SIGINT ignored (a CI job or a
+    shell's background `&` starts it so, and a child would inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn_chat(argv: list[str], cwd, log: io.StringIO):
     child = pexpect.spawn(sys.executable, argv, env=terminal_env(), cwd=str(cwd), dimensions=(40, 120),
-                          encoding="utf-8", timeout=TIMEOUT)
+                          encoding="utf-8", timeout=TIMEOUT, preexec_fn=_default_sigint)
     child.logfile_read = log
     return child
 
