@@ -25,6 +25,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from rag.types import Article
+from rag.words import STOPWORDS
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_LINE_CHARS = 1_000_000
@@ -42,23 +43,11 @@ DATE_KEYS = ("date", "published_at", "published")
 SOURCE_KEYS = ("source", "publisher")
 URL_KEYS = ("url",)
 
-# Agencies recognised in a dateline "(AFP) -" or a sign-off line; upper-cased name -> canonical.
-AGENCIES = {
-    "AFP": "AFP",
-    "AGENCE FRANCE-PRESSE": "AFP",
-    "AGENCE FRANCE PRESSE": "AFP",
-    "REUTERS": "Reuters",
-    "AP": "AP",
-    "ASSOCIATED PRESS": "AP",
-    "THE ASSOCIATED PRESS": "AP",
-    "PTI": "PTI",
-    "PRESS TRUST OF INDIA": "PTI",
-    "IANS": "IANS",
-    "ANI": "ANI",
-    "UNI": "UNI",
-    "XINHUA": "Xinhua",
-}
-
+# A credited agency or publisher, by shape rather than by a table of names: one to five words,
+# each capitalised (small joining words such as "of" and "the" aside), letters, hyphens, dots
+# and ampersands only. "AFP", "Reuters", "Agence France-Presse", "Press Trust of India".
+CREDIT_MAX_CHARS = 40
+ACRONYM_MAX = 6  # a bare all-caps sign-off word this short reads as an acronym ("PTI", "XINHUA")
 
 @dataclass
 class Problem:
@@ -618,23 +607,57 @@ def _dateline_date(body: str) -> str | None:
 
 
 def _dateline_source(body: str) -> str | None:
-    """An agency in parentheses in the dateline: "WASHINGTON (AFP) - ...", "DELHI (PTI): ..."."""
+    """A credit in parentheses in the dateline: "WASHINGTON (AFP) - ...", "DELHI (PTI): ...".
+
+    The text before it must read as a dateline (no lower-case letters) unless a dash or colon
+    follows the parentheses ("Washington (Reuters) - "); "told the Associated Press (AP) on
+    Monday" is prose, not a credit.
+    """
     head = body[:300].lstrip()[:150].split("\n", 1)[0]
     for match in _PAREN.finditer(head):
-        agency = _agency(match[1])
+        credit = _credit_name(match[1])
         dashed = re.match(r"\s*[-–—:]", head[match.end() :]) is not None
-        if agency and (dashed or not any(c.islower() for c in head[: match.start()])):
-            return agency
+        if credit and (dashed or not any(c.islower() for c in head[: match.start()])):
+            return credit
     return None
 
 
 def _signoff_source(text: str) -> str | None:
-    """A last non-empty line that is just an agency name: "PTI", "AGENCE FRANCE-PRESSE"."""
-    last = text[-300:].rstrip().rsplit("\n", 1)[-1]
-    return _agency(last.strip(_SIGNOFF_STRIP))
+    """A last line that only credits an agency: "PTI", "AGENCE FRANCE-PRESSE", "(Reuters)", "-- AP".
 
-
-def _agency(name: str) -> str | None:
-    if len(name) > 40:
+    A bare line must be upper case, and one word of at most ACRONYM_MAX letters or several
+    words; bracketed or dash-led, any credit shape will do. A bare "Advertisement" or
+    "Comments are closed." is not a credit.
+    """
+    last = text[-300:].rstrip().rsplit("\n", 1)[-1].strip()
+    name = last.strip(_SIGNOFF_STRIP)
+    credit = _credit_name(name)
+    if credit is None:
         return None
-    return AGENCIES.get(" ".join(name.split()).upper())
+    marked = last[:1] in "([-–—" or last[-1:] == ")"
+    words = name.split()
+    shouted = not any(c.islower() for c in name) and (len(words) > 1 or len(name) <= ACRONYM_MAX)
+    return credit if marked or shouted else None
+
+
+_CREDIT_WORD = re.compile(r"[A-Z][A-Za-z.&'’-]*|&")
+
+
+def _credit_name(name: str) -> str | None:
+    """`name` tidied if it has the shape of an agency or publisher credit, else None.
+
+    Upper-case names longer than an acronym are title-cased ("AGENCE FRANCE-PRESSE" ->
+    "Agence France-Presse"); acronyms and mixed case stay as written.
+    """
+    words = name.split()
+    if not 1 <= len(words) <= 5 or len(name) > CREDIT_MAX_CHARS:
+        return None
+    named = [w for w in words if w.lower() not in STOPWORDS]
+    if not named or not all(_CREDIT_WORD.fullmatch(w) for w in named):
+        return None
+    if any(not _CREDIT_WORD.fullmatch(w) and not w.islower() for w in words):
+        return None
+    tidy = " ".join(words)
+    if tidy.isupper() and not (len(words) == 1 and len(tidy) <= ACRONYM_MAX):
+        tidy = " ".join(w.lower() if w.lower() in STOPWORDS and i else w.title() for i, w in enumerate(words))
+    return tidy

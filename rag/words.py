@@ -236,9 +236,28 @@ def publisher_words(source: str | None) -> str:
 
 
 def names_publisher(question: str, source: str | None) -> bool:
-    """Whether the question names this publisher ("according to Reuters", "reported by The Verge")."""
+    """Whether the question names this publisher ("according to Reuters", "reported by The Verge").
+
+    An acronym names its long form and back: "AFP" and "Agence France-Presse", "PTI" and "Press
+    Trust of India" (the initials of the capitalised words, small joining words left out).
+    """
     words = content_tokens(publisher_words(source))
-    return bool(words) and words <= content_tokens(question)
+    if not words:
+        return False
+    if words <= content_tokens(question):
+        return True
+    asked = {initials(run) for run in NAME_TEXT.findall(question)}
+    asked |= {w for w in re.findall(r"\b[A-Z]{2,}\b", question)}
+    own = {initials(source or ""), *re.findall(r"\b[A-Z]{2,}\b", source or "")}
+    return bool({a for a in own if len(a) >= 2} & {a for a in asked if len(a) >= 2})
+
+
+def initials(name: str) -> str:
+    """'Agence France-Presse' -> 'AFP', 'Press Trust of India' -> 'PTI'; one word gives ''."""
+    parts = [p for p in re.split(r"[\s-]+", name) if p and p.lower() not in STOPWORDS]
+    if len(parts) < 2 or not all(p[:1].isupper() for p in parts):
+        return ""
+    return "".join(p[0] for p in parts)
 
 
 _MONTH_NAMES = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"

@@ -62,7 +62,7 @@ def test_corpus_metadata_from_text_alone(tmp_path):
     assert a000.title.startswith("WASHINGTON (AFP) - The United States")  # the date header is not title
     assert len(a000.title) <= 200
     a001 = articles["001_d3539caef9fae320.txt"]
-    assert (a001.date, a001.source) == (None, "AFP")  # AGENCE FRANCE-PRESSE sign-off
+    assert (a001.date, a001.source) == (None, "Agence France-Presse")  # its upper-case sign-off
     assert articles["003_bec82752a72c5b16.txt"].source == "PTI"
     a004 = articles["004_54675ee963de578f.txt"]
     assert a004.date is None  # "Washington, May 1:" has no year: never guess
@@ -319,6 +319,8 @@ def test_symlink_loops_do_not_hang(tmp_path):
         ("WASHINGTON, Feb. 30, 2019 (Reuters) - Not a real day.", None, "Reuters"),
         ("NEW DELHI (PTI): The government said.", None, "PTI"),
         ("MUMBAI (IANS) The police said.", None, "IANS"),
+        ("NEW YORK (CNN Business) — Shares fell.", None, "CNN Business"),
+        ("The company (Apple) said on Monday.", None, None),
         ("He told the Associated Press (AP) on Monday that...", None, None),
         ("date 2019-02-20 WASHINGTON (AFP) - Text.", "2019-02-20", "AFP"),
         ("  date 2019-02-29 Not a leap year.", None, None),
@@ -335,8 +337,14 @@ def test_date_and_source_from_the_text(tmp_path, text, date, source):
     [
         ("PTI", "PTI"),
         ("AFP", "AFP"),
-        ("AGENCE FRANCE-PRESSE", "AFP"),
-        ("Reuters", "Reuters"),
+        ("AGENCE FRANCE-PRESSE", "Agence France-Presse"),
+        ("PRESS TRUST OF INDIA", "Press Trust of India"),
+        ("XINHUA", "XINHUA"),
+        ("(Reuters)", "Reuters"),
+        ("— Kyodo News", "Kyodo News"),
+        ("Reuters", None),  # a bare capitalised word could be any last line
+        ("ADVERTISEMENT", None),  # upper case, but too long for an acronym
+        ("Advertisement", None),
         ("IANS", "IANS"),
         ("ANI", "ANI"),
         ("AP", "AP"),

@@ -1,0 +1,28 @@
+"""Word knowledge: publisher names in a question, by words and by acronym."""
+
+import pytest
+
+from rag.words import initials, names_publisher
+
+
+@pytest.mark.parametrize(
+    "question, source, named",
+    [
+        ("What did Reuters report about the talks?", "Reuters", True),
+        ("What did AFP report?", "Agence France-Presse", True),  # acronym -> long form
+        ("According to Agence France-Presse, who spoke?", "AFP", True),  # long form -> acronym
+        ("According to PTI, who met?", "Press Trust of India", True),  # "of" is no initial
+        ("Who did the Prime Minister meet?", "Press Trust of India", False),
+        ("What did The Verge say?", "TechCrunch", False),
+        ("What did the ministry say?", None, False),
+        ("What did usatoday report?", "www.usatoday.com", True),
+    ],
+)
+def test_a_question_names_its_publisher(question, source, named):
+    assert names_publisher(question, source) is named
+
+
+def test_initials_need_two_capitalised_words():
+    assert initials("Agence France-Presse") == "AFP"
+    assert initials("Reuters") == ""
+    assert initials("the daily news") == ""
