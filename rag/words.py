@@ -246,10 +246,11 @@ def names_publisher(question: str, source: str | None) -> bool:
         return False
     if words <= content_tokens(question):
         return True
-    asked = {initials(run) for run in NAME_TEXT.findall(question)}
-    asked |= {w for w in re.findall(r"\b[A-Z]{2,}\b", question)}
-    own = {initials(source or ""), *re.findall(r"\b[A-Z]{2,}\b", source or "")}
-    return bool({a for a in own if len(a) >= 2} & {a for a in asked if len(a) >= 2})
+    acronyms = re.compile(r"\b[A-Z]{2,}\b")
+    if initials(source or "") in set(acronyms.findall(question)):
+        return True  # "AFP" asked, "Agence France-Presse" credited
+    long_forms = {initials(run) for run in NAME_TEXT.findall(question)} - {""}
+    return bool(long_forms & set(acronyms.findall(source or "")))
 
 
 def initials(name: str) -> str:

@@ -14,6 +14,7 @@ from rag.words import initials, names_publisher
         ("According to PTI, who met?", "Press Trust of India", True),  # "of" is no initial
         ("Who did the Prime Minister meet?", "Press Trust of India", False),
         ("What did The Verge say?", "TechCrunch", False),
+        ("What did the Coastal Commission decide?", "Capital Courier", False),  # two long forms
         ("What did the ministry say?", None, False),
         ("What did usatoday report?", "www.usatoday.com", True),
     ],
