@@ -247,13 +247,13 @@ def names_publisher(question: str, source: str | None) -> bool:
     if words <= content_tokens(question):
         return True
     acronyms = re.compile(r"\b[A-Z]{2,}\b")
-    if initials(source or "") in set(acronyms.findall(question)):
+    if acronym_of(source or "") in set(acronyms.findall(question)):
         return True  # "AFP" asked, "Agence France-Presse" credited
-    long_forms = {initials(run) for run in NAME_TEXT.findall(question)} - {""}
+    long_forms = {acronym_of(run) for run in NAME_TEXT.findall(question)} - {""}
     return bool(long_forms & set(acronyms.findall(source or "")))
 
 
-def initials(name: str) -> str:
+def acronym_of(name: str) -> str:
     """'Agence France-Presse' -> 'AFP', 'Press Trust of India' -> 'PTI'; one word gives ''."""
     parts = [p for p in re.split(r"[\s-]+", name) if p and p.lower() not in STOPWORDS]
     if len(parts) < 2 or not all(p[:1].isupper() for p in parts):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rag.words import initials, names_publisher
+from rag.words import acronym_of, names_publisher
 
 
 @pytest.mark.parametrize(
@@ -23,7 +23,7 @@ def test_a_question_names_its_publisher(question, source, named):
     assert names_publisher(question, source) is named
 
 
-def test_initials_need_two_capitalised_words():
-    assert initials("Agence France-Presse") == "AFP"
-    assert initials("Reuters") == ""
-    assert initials("the daily news") == ""
+def test_acronyms_need_two_capitalised_words():
+    assert acronym_of("Agence France-Presse") == "AFP"
+    assert acronym_of("Reuters") == ""
+    assert acronym_of("the daily news") == ""
