@@ -579,9 +579,10 @@ def _footnote_markers(text: str, numbers: dict[int, int]) -> str:
 
 
 def _footnote(number: int, c: Citation) -> str:
-    meta = ", ".join(x for x in (c.date or "date unknown", c.source) if x)
+    meta = ", ".join(x for x in (c.date or "date unknown", c.source, c.page and f"page {c.page}") if x)
+    url = f", <{c.url}>" if c.url else ""
     return (f"[^{number}]: “{' '.join(c.quote.split())}” — *{c.title}* ({meta}), `{c.doc_id}`, "
-            f"characters {c.start}–{c.end}")
+            f"characters {c.start}–{c.end}{url}")
 
 
 # --- the two front ends ------------------------------------------------------------------------

@@ -35,8 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("index", help="add or update articles in the index (incremental)",
-                       description="Index folders (recursive) and files: .txt .md .json .jsonl. Unchanged "
-                                   "articles are skipped; articles whose files are gone are removed.")
+                       description="Index folders (recursive) and files: .txt .md .json .jsonl, web pages "
+                                   "(.html .htm), RSS/Atom feeds (.xml .rss .atom), .pdf, CSV/TSV exports "
+                                   "(.csv .tsv) and web archives (.warc .warc.gz). Unchanged articles are "
+                                   "skipped; articles whose files are gone are removed; a file that cannot be "
+                                   "read keeps what was indexed from it before.")
     p.add_argument("paths", nargs="+", metavar="PATH")
     _common(p)
     p.add_argument("--rebuild", action="store_true", help="start a fresh index from PATHs (the old one "
@@ -45,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-overlap", type=int, metavar="N", help="overlap tokens between chunks (default 40)")
     p.add_argument("--embedder", metavar="DIR", help="sentence-transformers folder (default: bundled MiniLM)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--csv-columns", metavar="ROLE=COLUMN,...", help="CSV/TSV columns by role when their "
+                   "names are not recognised, e.g. text=body,date=published (roles: text title date source url)")
 
     p = sub.add_parser("ask", help="answer a question from the indexed articles, with citations",
                        description="Answer one question (or --batch many) from the index. Exit code 0 "
@@ -117,7 +122,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     from rag.indexer import index_paths, tty_progress
 
     settings = _settings(args)
-    summary = index_paths(args.paths, settings, rebuild=args.rebuild, progress=tty_progress())
+    options = _format_options(args.csv_columns)
+    summary = index_paths(args.paths, settings, rebuild=args.rebuild, progress=tty_progress(), options=options)
     for problem in summary.problems:
         print(f"rag: skipped {problem.path}: {problem.reason}", file=sys.stderr)
     if args.json:
@@ -135,11 +141,32 @@ def cmd_index(args: argparse.Namespace) -> int:
     if summary.removed_ids:
         shown = ", ".join(summary.removed_ids[:5]) + (" ..." if len(summary.removed_ids) > 5 else "")
         print(f"removed (file gone): {shown}")
-    if skipped or summary.problems:
+    if skipped or summary.problems or summary.skipped_records:
+        records = f", {summary.skipped_records} archive records without an article" if summary.skipped_records else ""
         print(f"skipped: {summary.skipped_hidden} hidden, {summary.skipped_unsupported} unsupported type, "
-              f"{len(summary.problems)} with problems (listed on stderr)")
+              f"{len(summary.problems)} with problems (listed on stderr){records}")
+    if summary.kept_unreadable:
+        print(f"kept {summary.kept_unreadable} articles indexed earlier from files that could not be read now")
     print(f"index {settings.index}: {summary.articles} articles, {summary.chunks} chunks")
     return EXIT_OK
+
+
+CSV_ROLES = ("text", "title", "date", "source", "url")
+
+
+def _format_options(csv_columns: str | None):
+    """`--csv-columns text=body,date=published` -> reader options (a bad value is a usage error)."""
+    from rag.errors import UsageError
+    from rag.formats import Options
+
+    mapping: dict[str, str] = {}
+    for part in filter(None, (csv_columns or "").split(",")):
+        role, sep, column = (x.strip() for x in part.partition("="))
+        if not sep or not column or role not in CSV_ROLES:
+            raise UsageError(f"--csv-columns: {part.strip()!r} is not ROLE=COLUMN with ROLE one of "
+                             f"{', '.join(CSV_ROLES)}", "e.g. --csv-columns text=body,date=published")
+        mapping[role] = column
+    return Options(csv_columns=mapping)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

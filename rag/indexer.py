@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rag import ingest
+from rag import formats, ingest
 from rag.chunking import chunk_text
 from rag.config import Settings
 from rag.embed import Embedder, SentenceTransformerEmbedder, TokenCounter, embedder_dir, embedder_identity
@@ -42,6 +42,8 @@ class Summary:
     chunks: int = 0
     skipped_hidden: int = 0
     skipped_unsupported: int = 0
+    skipped_records: int = 0  # archive records without an article (requests, images, ...)
+    kept_unreadable: int = 0  # articles kept from files that could not be read this time
     problems: list[ingest.Problem] = field(default_factory=list)
     removed_ids: list[str] = field(default_factory=list)
 
@@ -57,17 +59,21 @@ def _chunker_key(settings: Settings, embedder: dict) -> dict:
 
 def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
                 embedder: Embedder | None = None, counter=None,
-                progress: Callable[[int, int], None] | None = None) -> Summary:
+                progress: Callable[[int, int], None] | None = None,
+                options: formats.Options | None = None) -> Summary:
     """Bring the index at settings.index up to date with `paths`; returns what changed."""
     started = time.monotonic()
     summary = Summary()
     scanned: list[tuple[Article, str]] = []  # (article, root)
     seen: set[str] = set()
+    unreadable: set[str] = set()  # files that failed as a whole: what they gave before is kept
     for p in paths:
-        scan = ingest.scan([p])
+        scan = ingest.scan([p], options)
         summary.problems += scan.problems
         summary.skipped_hidden += scan.skipped_hidden
         summary.skipped_unsupported += scan.skipped_unsupported
+        summary.skipped_records += scan.skipped_records
+        unreadable |= scan.unreadable
         root = str(_root_of(Path(p))) if Path(p).exists() else ""
         for article in scan.articles:
             if article.doc_id in seen:
@@ -79,7 +85,7 @@ def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
     if not scanned:
         why = "; ".join(f"{p.path}: {p.reason}" for p in summary.problems[:3]) or "no articles found"
         raise UsageError(f"nothing to index in {', '.join(paths)} ({why})",
-                         "give folders or .txt/.md/.json/.jsonl files with text")
+                         "give folders or article files (" + ingest.SUPPORTED_HINT.removeprefix("use ") + ")")
 
     model_dir = None if embedder is not None else embedder_dir(settings.embedder)
     identity = embedder.identity if embedder is not None else embedder_identity(model_dir)
@@ -108,7 +114,9 @@ def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
                 summary.added += 1
             todo.append((article, root))
         scanned_ids = {a.doc_id for a, _ in scanned}
-        gone = [d for d, (_, _, r) in existing.items() if r in roots and d not in scanned_ids]
+        kept = [d for d in existing if d not in scanned_ids and _from_any(d, unreadable)]
+        summary.kept_unreadable = len(kept)
+        gone = [d for d, (_, _, r) in existing.items() if r in roots and d not in scanned_ids and d not in kept]
         summary.removed, summary.removed_ids = len(gone), gone
         # Articles from other roots stay, but must be re-embedded if the embedder/chunker changed.
         for doc_id, (_, chunker_old, root) in existing.items():
@@ -139,6 +147,11 @@ def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
     summary.chunks = manifest["counts"]["chunks"]
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _from_any(doc_id: str, files: set[str]) -> bool:
+    """Whether `doc_id` came from one of `files` (itself, or an entry `FILE#KEY` of it)."""
+    return doc_id in files or doc_id.split("#", 1)[0] in files
 
 
 def _published(index_dir: str) -> Path:

@@ -1,4 +1,5 @@
-"""Read articles from folders and files: .txt, .md, .json (an object or a list), .jsonl.
+"""Read articles from folders and files: .txt, .md, .json (an object or a list), .jsonl, and
+through `rag.formats`: web pages, RSS/Atom feeds, PDFs, CSV/TSV exports and WARC archives.
 
 `scan()` never raises on a bad file: every file or record it cannot use becomes a Problem
 (one stderr line for the CLI) and the good files next to it are still read. Article text is
@@ -9,7 +10,12 @@ Metadata is taken only where it is stated: a `date YYYY-MM-DD` header, `key: val
 matter, a JSON field, a dateline that carries a year, an agency in a dateline parenthesis or
 a sign-off line, and a sidecar `NAME.meta.json`. Nothing is guessed: no year, no date.
 
-Left out on purpose: HTML, PDF, encodings other than UTF-8/UTF-16, real YAML parsing,
+A file that holds several articles (a JSON list, a JSONL file, a feed, a CSV export, a web
+archive) gives each its own doc id, `FILE#KEY`, so an entry that changes is re-embedded alone.
+A file that cannot be read as a whole is listed in `Scan.unreadable`: the indexer keeps what it
+had indexed from it instead of deleting it.
+
+Left out on purpose: encodings other than UTF-8/UTF-16 for plain text, real YAML parsing,
 following symlinked folders (their targets inside the root are walked anyway).
 """
 
@@ -24,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
+from rag import formats
 from rag.types import Article
 from rag.words import STOPWORDS
 
@@ -31,7 +38,9 @@ MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_LINE_CHARS = 1_000_000
 TITLE_CHARS = 200
 SNIFF_BYTES = 8192  # a NUL byte in this many leading bytes means binary
-SUPPORTED = (".txt", ".md", ".json", ".jsonl")
+TEXT_FORMATS = (".txt", ".md", ".json", ".jsonl")
+SUPPORTED = TEXT_FORMATS + tuple(formats.EXTENSIONS)
+SUPPORTED_HINT = "use .txt, .md, .json, .jsonl, .html, .htm, .xml/.rss/.atom feeds, .pdf, .csv, .tsv, .warc or .warc.gz"
 SIDECAR_SUFFIX = ".meta.json"
 SIDECAR_FIELDS = ("title", "date", "source", "url")
 OUTSIDE_ROOT = "symlink points outside the indexed folder; skipped (index its target folder instead)"
@@ -68,6 +77,8 @@ class Scan:
     problems: list[Problem] = field(default_factory=list)
     skipped_hidden: int = 0
     skipped_unsupported: int = 0
+    skipped_records: int = 0  # archive records that hold no article (requests, images, ...): counted only
+    unreadable: set[str] = field(default_factory=set)  # doc ids of files that could not be read at all
 
 
 @dataclass
@@ -78,15 +89,24 @@ class _Record:
     doc_id: str
     text: str
     meta: dict[str, str | None]
+    pages: tuple[int, ...] = ()
 
 
-def scan(paths: list[str | Path]) -> Scan:
+@dataclass
+class _Walk:
+    """What one scan() carries from file to file."""
+
+    options: formats.Options
+    seen: _Walk = field(default_factory=dict)  # doc_id -> where it was first read
+
+
+def scan(paths: list[str | Path], options: formats.Options | None = None) -> Scan:
     """Read every supported article under `paths`, in the given order, folders in sorted order.
 
     The first article with a given doc_id wins; later ones become Problems.
     """
     out = Scan()
-    seen: dict[str, str] = {}  # doc_id -> where it was first read
+    seen = _Walk(options or formats.Options())
     for given in paths:
         path = str(given)
         try:
@@ -116,7 +136,7 @@ def _missing_reason(path: str, err: OSError) -> str:
 # --- walking -----------------------------------------------------------------------------
 
 
-def _scan_folder(root: str, out: Scan, seen: dict[str, str]) -> None:
+def _scan_folder(root: str, out: Scan, seen: _Walk) -> None:
     """Walk `root` without following symlinked folders, so loops cannot hang the walk."""
     root_real = os.path.realpath(root)
 
@@ -171,7 +191,7 @@ def _enter_folder(path: str, out: Scan, root_real: str) -> bool:
     return True
 
 
-def _scan_walked_file(path: str, rel: str, out: Scan, seen: dict[str, str], root_real: str) -> None:
+def _scan_walked_file(path: str, rel: str, out: Scan, seen: _Walk, root_real: str) -> None:
     name = os.path.basename(path)
     if name.startswith("."):
         out.skipped_hidden += 1
@@ -191,7 +211,7 @@ def _scan_walked_file(path: str, rel: str, out: Scan, seen: dict[str, str], root
     _scan_file(path, rel, ext, out, seen)
 
 
-def _scan_given_file(path: str, out: Scan, seen: dict[str, str]) -> None:
+def _scan_given_file(path: str, out: Scan, seen: _Walk) -> None:
     """A file named on the command line: the user asked for it, so a wrong type is a Problem."""
     name = os.path.basename(path)
     if _is_sidecar(name):
@@ -200,7 +220,7 @@ def _scan_given_file(path: str, out: Scan, seen: dict[str, str]) -> None:
         return
     ext = _ext(name)
     if ext not in SUPPORTED:
-        out.problems.append(Problem(path, "unsupported file type; use .txt, .md, .json or .jsonl"))
+        out.problems.append(Problem(path, f"unsupported file type; {SUPPORTED_HINT}"))
         return
     if not _utf8_ok(name):
         out.problems.append(Problem(path, "file name is not valid UTF-8; rename it"))
@@ -221,7 +241,7 @@ def _is_sidecar(name: str) -> bool:
 
 
 def _ext(name: str) -> str:
-    return os.path.splitext(name)[1].lower()
+    return formats.extension(name) or os.path.splitext(name)[1].lower()
 
 
 def _utf8_ok(s: str) -> bool:
@@ -236,26 +256,33 @@ def _utf8_ok(s: str) -> bool:
 # --- one file ----------------------------------------------------------------------------
 
 
-def _scan_file(path: str, rel: str, ext: str, out: Scan, seen: dict[str, str]) -> None:
-    records, problems = _read_records(path, rel, ext)
+def _scan_file(path: str, rel: str, ext: str, out: Scan, seen: _Walk) -> None:
+    if ext in formats.EXTENSIONS:
+        records, problems = _format_records(path, rel, ext, out, seen.options)
+    else:
+        records, problems = _read_records(path, rel, ext)
     out.problems.extend(problems)
     if not records:
+        if problems and any(p.path == path for p in problems):
+            out.unreadable.add(rel)  # keep what an earlier run indexed from it
         return
     overrides, problem = _read_sidecar(path + SIDECAR_SUFFIX)
     if problem:
         out.problems.append(problem)
     for record in records:
-        if record.doc_id in seen:
-            reason = f"duplicate doc id {record.doc_id!r}, first read from {seen[record.doc_id]}; skipped"
+        if record.doc_id in seen.seen:
+            reason = f"duplicate doc id {record.doc_id!r}, first read from {seen.seen[record.doc_id]}; skipped"
             out.problems.append(Problem(record.locator, reason + " (rename it or change its id)"))
             continue
-        seen[record.doc_id] = record.locator
+        seen.seen[record.doc_id] = record.locator
         out.articles.append(_article(record, {**record.meta, **overrides}))
 
 
 def _article(record: _Record, meta: dict[str, str | None]) -> Article:
     title = meta.get("title") or record.doc_id
     fields = [record.text, title, meta.get("date"), meta.get("source"), meta.get("url")]
+    if meta.get("author") or record.pages:  # only the new formats: older indexes keep their hashes
+        fields += [meta.get("author"), list(record.pages)]
     digest = hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode("utf-8")).hexdigest()
     return Article(
         doc_id=record.doc_id,
@@ -266,6 +293,8 @@ def _article(record: _Record, meta: dict[str, str | None]) -> Article:
         url=meta.get("url"),
         path=record.locator,
         content_hash=digest,
+        author=meta.get("author"),
+        pages=record.pages,
     )
 
 
@@ -336,6 +365,46 @@ def _long_line_reason(text: str) -> str | None:
         f"has a single line of {longest:,} characters (limit {MAX_LINE_CHARS:,}); a 10 MB single line "
         "is not an article: split it into paragraphs or check it is really text"
     )
+
+
+# --- web pages, feeds, PDFs, CSV, WARC ---------------------------------------------------
+
+
+def _format_records(path: str, rel: str, ext: str, out: Scan,
+                    options: formats.Options) -> tuple[list[_Record], list[Problem]]:
+    """The articles of a rich-format file, through its reader in rag.formats."""
+    limit = formats.MAX_BYTES[formats.kind(ext)]
+    try:
+        size = os.stat(path).st_size
+        if size > limit:
+            return [], [Problem(path, f"file is {size / 2**20:.1f} MB, over the {limit // 2**20} MB limit for "
+                                      f"{ext} files; split it")]
+        entries, skipped = formats.read(ext, path, options)
+    except formats.FormatError as err:
+        return [], [Problem(path, str(err))]
+    except PermissionError:
+        return [], [Problem(path, "cannot read: permission denied; check its permissions")]
+    except OSError as err:
+        return [], [Problem(path, f"cannot read ({err.strerror or err}); check the file or link")]
+    problems = [Problem(f"{path}#{s.key}", s.reason) for s in skipped if not s.counted]
+    out.skipped_records += sum(1 for s in skipped if s.counted)
+    records = []
+    for entry in entries:
+        if not entry.text.strip():
+            problems.append(Problem(_locator(path, entry.key), "no text; nothing to index"))
+            continue
+        meta = _text_meta(entry.text, markdown=False)  # what the text states; the format's own fields win
+        meta.update({k: v for k, v in entry.meta.items() if v})
+        meta["title"] = _clean_title(meta.get("title")) or meta.get("title")
+        doc_id = rel if entry.key is None else f"{rel}#{entry.key}"
+        records.append(_Record(_locator(path, entry.key), doc_id, entry.text, meta, tuple(entry.pages)))
+    if not records and not problems:
+        problems.append(Problem(path, "no articles found in it; nothing to index"))
+    return records, problems
+
+
+def _locator(path: str, key: str | None) -> str:
+    return path if key is None else f"{path}#{key}"
 
 
 # --- JSON --------------------------------------------------------------------------------

@@ -199,7 +199,8 @@ class Pipeline:
         article = self.reader.article(e.doc_id)
         return Citation(n=e.n, doc_id=e.doc_id, chunk_id=e.chunk_id, title=e.title, date=e.date,
                         source=e.source, start=e.start, end=e.end, quote=article.text[e.start:e.end],
-                        score=e.score, also_reported_by=list(e.also_reported_by))
+                        score=e.score, also_reported_by=list(e.also_reported_by), url=article.url,
+                        page=article.page_at(e.start))
 
 
 def extractive(question: str, items: list[Evidence]) -> list[Sentence]:

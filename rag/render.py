@@ -24,7 +24,9 @@ def _style(text: str, code: str, on: bool) -> str:
 def citation_line(c: Citation) -> str:
     meta = ", ".join(x for x in (c.date or "date unknown", c.source) if x)
     also = f"; also reported by {', '.join(c.also_reported_by)}" if c.also_reported_by else ""
-    return f"[{c.n}] {c.title} ({meta}) {c.doc_id}:{c.start}-{c.end}{also}"
+    page = f", page {c.page}" if c.page else ""
+    url = f" {c.url}" if c.url else ""
+    return f"[{c.n}] {c.title} ({meta}{page}) {c.doc_id}:{c.start}-{c.end}{url}{also}"
 
 
 def answer_text(answer: Answer, colour: bool = False, width: int = 100) -> str:

@@ -36,13 +36,38 @@ REBUILD_HINT = "run `rag index --rebuild PATH...` to rebuild it from your articl
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS articles (
     doc_id TEXT PRIMARY KEY, root TEXT, path TEXT, title TEXT, date TEXT, source TEXT, url TEXT,
-    content_hash TEXT NOT NULL, chunker TEXT NOT NULL, text TEXT NOT NULL, indexed_at REAL NOT NULL);
+    content_hash TEXT NOT NULL, chunker TEXT NOT NULL, text TEXT NOT NULL, indexed_at REAL NOT NULL,
+    author TEXT, pages TEXT);
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY AUTOINCREMENT, chunk_id TEXT UNIQUE NOT NULL,
     doc_id TEXT NOT NULL REFERENCES articles(doc_id), ordinal INTEGER NOT NULL,
     start INTEGER NOT NULL, "end" INTEGER NOT NULL, n_tokens INTEGER NOT NULL, text TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 """
+
+
+# Columns added after the first release: an older index gets them on its next write, and
+# readers of an older index see them as NULL.
+ADDED_COLUMNS = {"author": "TEXT", "pages": "TEXT"}
+_ARTICLE_FIELDS = "doc_id, text, title, date, source, url, path, content_hash"
+
+
+def _article_row_query(db: sqlite3.Connection) -> str:
+    have = {r[1] for r in db.execute("PRAGMA table_info(articles)")}
+    extra = ", ".join(c if c in have else f"NULL AS {c}" for c in ADDED_COLUMNS)
+    return f"SELECT {_ARTICLE_FIELDS}, {extra} FROM articles WHERE doc_id = ?"
+
+
+def _article_from_row(row) -> Article:
+    *fields, author, pages = row
+    return Article(*fields, author=author, pages=tuple(json.loads(pages)) if pages else ())
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    have = {r[1] for r in db.execute("PRAGMA table_info(articles)")}
+    for name, kind in ADDED_COLUMNS.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE articles ADD COLUMN {name} {kind}")
 
 
 def _fsync_path(path: Path) -> None:
@@ -84,9 +109,8 @@ class IndexReader:
         return self._vectors
 
     def article(self, doc_id: str) -> Article | None:
-        row = self.db.execute("SELECT doc_id, text, title, date, source, url, path, content_hash "
-                              "FROM articles WHERE doc_id = ?", (doc_id,)).fetchone()
-        return Article(*row) if row else None
+        row = self.db.execute(_article_row_query(self.db), (doc_id,)).fetchone()
+        return _article_from_row(row) if row else None
 
     def chunks_by_ids(self, ids: list[int]) -> dict[int, dict]:
         """FAISS ids -> chunk rows joined with their article's metadata."""
@@ -300,6 +324,7 @@ class IndexWriter:
             self.vectors = None
         self.db = sqlite3.connect(self.tmp / "meta.sqlite")
         self.db.executescript(SCHEMA)
+        _add_missing_columns(self.db)
 
     # --- reading what is there -------------------------------------------------------------
 
@@ -309,9 +334,7 @@ class IndexWriter:
         return {d: (h, c, r) for d, h, c, r in rows}
 
     def article(self, doc_id: str) -> Article:
-        row = self.db.execute("SELECT doc_id, text, title, date, source, url, path, content_hash "
-                              "FROM articles WHERE doc_id = ?", (doc_id,)).fetchone()
-        return Article(*row)
+        return _article_from_row(self.db.execute(_article_row_query(self.db), (doc_id,)).fetchone())
 
     # --- changing it ------------------------------------------------------------------------
 
@@ -335,9 +358,11 @@ class IndexWriter:
         """Insert one article, its chunks and their vectors (one row of `vectors` per chunk)."""
         assert len(chunks) == len(vectors)
         self.db.execute(
-            "INSERT INTO articles VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO articles (doc_id, root, path, title, date, source, url, content_hash, chunker, text, "
+            "indexed_at, author, pages) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (article.doc_id, root, article.path, article.title, article.date, article.source,
-             article.url, article.content_hash, chunker_key, article.text, time.time()))
+             article.url, article.content_hash, chunker_key, article.text, time.time(), article.author,
+             json.dumps(list(article.pages)) if article.pages else None))
         ids = []
         for c in chunks:
             cur = self.db.execute(

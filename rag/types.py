@@ -6,6 +6,7 @@ Offsets (`start`, `end`) are always character offsets into the article's origina
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 
@@ -19,6 +20,12 @@ class Article:
     url: str | None = None
     path: str | None = None  # where it was read from, for messages
     content_hash: str = ""  # sha256 of text + metadata; drives incremental indexing
+    author: str | None = None  # when the page, feed or PDF states it
+    pages: tuple[int, ...] = ()  # PDF: offset in `text` where each page starts (page 1 at 0)
+
+    def page_at(self, offset: int) -> int | None:
+        """The 1-based PDF page holding `offset`, or None for articles without pages."""
+        return bisect.bisect_right(self.pages, offset) if self.pages else None
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,8 @@ class Citation:
     quote: str
     score: float
     also_reported_by: list[str] = field(default_factory=list)
+    url: str | None = None  # the article's web address when known
+    page: int | None = None  # PDF page of the quote's start (1-based)
 
 
 @dataclass

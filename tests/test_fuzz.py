@@ -70,7 +70,8 @@ FILE_BYTES = st.one_of(
                        NASTY_TEXT), max_size=5).map(lambda rows: "\n".join(json.dumps(r) for r in rows).encode()),
 )
 NAMES = st.sampled_from(["a.txt", "b.md", "c.json", "d.jsonl", "x..y.txt", "...txt", "sub/e.txt", "sub/..f.md",
-                         "deep/er/g.jsonl", "h.TXT", "i.txt.meta.json", "j.pdf"])
+                         "deep/er/g.jsonl", "h.TXT", "i.txt.meta.json", "j.pdf", "k.html", "l.xml",
+                         "m.csv", "n.tsv", "o.warc.gz", "p.warc", "q.rss", "r.htm.meta.json"])
 
 
 def test_any_folder_indexes_or_says_why(pytestconfig):

@@ -109,7 +109,7 @@ def test_hidden_and_unsupported_are_counted_not_problems(tmp_path):
     write(tmp_path / ".git" / "x.txt", GOOD)  # a hidden folder counts once, its files are not walked
     write(tmp_path / "sub" / ".DS_Store", b"\x00\x01")
     write(tmp_path / "photo.jpg", b"\xff\xd8\xff")
-    write(tmp_path / "notes.pdf", b"%PDF")
+    write(tmp_path / "notes.docx", b"PK\x03\x04")
     write(tmp_path / "README", "no extension")
     result = scan([tmp_path])
     assert [a.doc_id for a in result.articles] == ["a.txt"]
@@ -127,8 +127,8 @@ def test_missing_path_is_a_problem_and_the_rest_is_read(tmp_path):
 
 
 def test_explicit_unsupported_file_is_a_problem(tmp_path):
-    pdf = write(tmp_path / "x.pdf", b"%PDF")
-    result = scan([pdf])
+    docx = write(tmp_path / "x.docx", b"PK\x03\x04")
+    result = scan([docx])
     assert result.articles == []
     assert "unsupported file type" in result.problems[0].reason
 
