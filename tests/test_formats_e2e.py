@@ -256,3 +256,43 @@ def test_a_file_that_turns_bad_keeps_what_was_indexed(tmp_path, real_embedder, c
     reader = open_index(settings.index)
     assert reader.article("report.pdf") is not None
     reader.close()
+
+
+def test_open_shows_the_extracted_page_around_the_quote(mixed_index, real_embedder):
+    import io as _io
+
+    from rag.chat import ChatSession
+
+    _, index, _ = mixed_index
+    pipeline = Pipeline(Settings(index=str(index), mode="extractive"), embedder=real_embedder)
+    out = _io.StringIO()
+    session = ChatSession(pipeline, out)
+    try:
+        assert session.handle("What did archaeologists recover near Tessaly Cove?")
+        first = session.last.answer.citations[0]
+        start = out.tell()
+        assert session.handle("/open 1")
+        shown = " ".join(out.getvalue()[start:].split())
+    finally:
+        pipeline.close()
+    assert "»" + " ".join(first.quote.split()) + "«" in shown
+    assert "https://coastal.example/anchor" in shown  # the citation line carries the captured URL
+    assert "<" not in shown and "All rights reserved" not in shown  # extracted text, not the HTML
+
+
+def test_the_same_story_as_a_page_and_a_feed_entry_is_folded(tmp_path, real_embedder, counter):
+    root = tmp_path / "news"
+    root.mkdir()
+    (root / "story.html").write_text(PAGE, encoding="utf-8")
+    body = "".join(f"<p>{p}</p>" for p in PAGE.split("<article>")[1].split("</article>")[0].split("<p>")[2:])
+    feed = FEED.replace("<content:encoded><![CDATA[", f"<content:encoded><![CDATA[{body}", 1)
+    (root / "feed.rss").write_text(feed.replace("Lindqvist bridge will close", "Lindqvist bridge shuts"),
+                                   encoding="utf-8")
+    index_paths([str(root)], Settings(index=str(tmp_path / "index")), embedder=real_embedder, counter=counter)
+    pipeline = Pipeline(Settings(index=str(tmp_path / "index"), mode="extractive"), embedder=real_embedder)
+    try:
+        answer = pipeline.ask("How large a pay rise did the Port Halvard dockworkers secure?")
+    finally:
+        pipeline.close()
+    top = answer.retrieved[0]
+    assert {top.doc_id, *top.also_reported_by} >= {"story.html", "feed.rss#lakeside-bridge-2024"}, answer.retrieved

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+FORMAT_LIBRARIES = ("trafilatura", "htmldate", "feedparser", "pypdf", "warcio", "dateparser", "lxml")
 HEAVY = ("torch", "transformers", "sentence_transformers", "sklearn", "faiss", "llama_cpp", "onnxruntime",
-         "bm25s", "scipy")
+         "bm25s", "scipy", *FORMAT_LIBRARIES)
 _RUN = """
 import json, os, sys
 from rag.cli import main
@@ -84,6 +85,7 @@ def test_extractive_ask_imports_no_torch_when_the_export_exists(index_with_expor
                                   "What did the US urge Pakistan to do?"], tmp_path)
     assert code in (0, 3)
     assert not loaded & {"torch", "transformers", "sentence_transformers", "sklearn", "llama_cpp"}, loaded
+    assert not loaded & set(FORMAT_LIBRARIES), loaded  # article readers belong to `rag index` alone
     assert "onnxruntime" in loaded
 
 
