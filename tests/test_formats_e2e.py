@@ -147,14 +147,24 @@ def mixed_index(tmp_path_factory, real_embedder, counter):
     root = write_folder(tmp_path_factory.mktemp("mixed") / "news")
     index = root.parent / "index"
     summary = index_paths([str(root)], Settings(index=str(index)), embedder=real_embedder, counter=counter)
-    return root, index, summary
+    return root, index, vars(summary) | {"problems": summary.problems}
+
+
+def test_cli_indexes_one_file_of_each_format(tmp_path):
+    """The folder indexed by the real CLI, as a user would: exit 0, nothing skipped."""
+    root = write_folder(tmp_path / "news")
+    done = subprocess.run(rag_command("index", str(root), "--index", str(tmp_path / "index"), "--json"),
+                          capture_output=True, text=True, cwd=tmp_path, env=subprocess_env(), timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["added"], summary["problems"]) == (8, [])
 
 
 def test_one_file_of_each_format_indexes(mixed_index):
     _, index, summary = mixed_index
-    assert summary.problems == []
-    assert summary.added == 8  # page, 2 feed entries, PDF, 2 CSV rows, archived page, text
-    assert summary.skipped_records == 1  # the archive's request record
+    assert summary["problems"] == []
+    assert summary["added"] == 8  # page, 2 feed entries, PDF, 2 CSV rows, archived page, text
+    assert summary["skipped_records"] == 1  # the archive's request record
     reader = open_index(index)
     page = reader.article("story.html")
     assert (page.title, page.date, page.source, page.author, page.url) == (
