@@ -32,6 +32,10 @@ class Settings:
     fast_model: bool = True  # load the bundled Q4_1 model from a Q8_0 copy made once (rag.llm.fast_copy)
     cache_dir: str | None = None  # derived files (that copy); None = the user's cache folder
     lock_timeout: float = 10.0  # seconds a second writer waits for the index lock
+    llm_url: str | None = None  # an OpenAI-compatible server (http://HOST:PORT/v1) instead of a local GGUF
+    llm_model: str | None = None  # the model name on that server; None = the first one it lists
+    llm_api_key: str | None = None  # its API key (set RAG_LLM_API_KEY rather than writing it in a file)
+    llm_timeout: float = 120.0  # seconds to wait for the server's next piece of an answer
 
     def validate(self) -> Settings:
         if self.mode not in MODES:
@@ -48,12 +52,13 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}
+OPTIONAL = ("model", "embedder", "cache_dir", "llm_url", "llm_model", "llm_api_key")
 
 
 def _coerce(name: str, value: Any, origin: str) -> Any:
     kind = type(getattr(Settings(), name))
     if value is None or value == "":
-        return None if name in ("model", "embedder", "cache_dir") else getattr(Settings(), name)
+        return None if name in OPTIONAL else getattr(Settings(), name)
     try:
         if kind is bool:
             words = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,

@@ -347,12 +347,17 @@ def _no_amx_repack():
         capi.llama_model_default_params = original
 
 
-def load_model(flag: str | None, settings: Settings) -> LlamaModel:
+def load_model(flag: str | None, settings: Settings) -> LLM:
     """Resolve, check and load the model for a run from the --model flag and Settings.
 
     The bundled default is loaded from its fast Q8_0 copy when that can be had (see fast_copy);
     a user's own GGUF is always loaded as given.
     """
+    if settings.llm_url and not flag:
+        from rag.llm_remote import RemoteLLM
+
+        return RemoteLLM(settings.llm_url, model=settings.llm_model, api_key=settings.llm_api_key,
+                         timeout=settings.llm_timeout, n_ctx=settings.n_ctx)
     path = resolve_model_path(flag, settings.model)
     if settings.fast_model and not (flag or settings.model) and path.name == DEFAULT_MODEL_FILE:
         fast = fast_copy(path, model_cache_dir(settings))

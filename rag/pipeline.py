@@ -85,6 +85,8 @@ class Pipeline:
         """The model's file name without loading it (chat's toolbar must not trigger a load)."""
         if self._llm is not None:
             return self._llm.name
+        if self.settings.llm_url and not self._model_flag:
+            return f"{self.settings.llm_model or 'server model'} @ {self.settings.llm_url}"
         try:
             return resolve_model_path(self._model_flag, self.settings.model).name
         except RagError:
