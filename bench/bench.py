@@ -470,6 +470,70 @@ def part_html_speed(pages: str) -> dict:
     return {"pages": len(files), "rag_s": ours, "bare_s": bare}
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def gold_questions(n: int) -> list[str]:
+    lines = (ROOT / "eval" / "gold.jsonl").read_text(encoding="utf-8").splitlines()
+    questions = [json.loads(line)["question"] for line in lines if line.strip()]
+    return [questions[i % len(questions)] for i in range(n)]
+
+
+def start_server(index: str, mode: str, env: dict) -> tuple[subprocess.Popen, str]:
+    """A real `rag serve` on a free loopback port, once /healthz answers."""
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([*RAG, "serve", "--index", index, "--port", str(port), "--mode", mode], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2):
+                return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("rag serve did not come up within 120 s")
+
+
+def ask_server(url: str, question: str, mode: str) -> tuple[float, bool]:
+    """(seconds, ok) of one POST /v1/ask."""
+    import urllib.request
+
+    body = json.dumps({"question": question, "mode": mode}).encode()
+    request = urllib.request.Request(url + "/v1/ask", data=body, headers={"Content-Type": "application/json"})
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            ok = response.status == 200 and "answer" in json.loads(response.read())
+    except OSError:
+        ok = False
+    return time.perf_counter() - started, ok
+
+
+def serve_load(url: str, mode: str, clients: int, questions: list[str]) -> dict:
+    """Every question once, `clients` at a time: latencies, errors, requests/s, and one request alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ask_server(url, questions[0], mode)  # warm
+    alone = [ask_server(url, q, mode)[0] for q in questions[:5]]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(lambda q: ask_server(url, q, mode), questions))
+    wall = time.perf_counter() - started
+    seconds = sorted(s for s, _ in results)
+    return {"alone_p50_s": statistics.median(alone), "p50_s": statistics.median(seconds),
+            "p95_s": seconds[int(0.95 * (len(seconds) - 1))], "rps": len(results) / wall,
+            "errors": sum(1 for _, ok in results if not ok), "n": len(results)}
+
+
 PARTS = {"html-speed": part_html_speed, "capture": part_capture, "warm": part_warm, "index-speed": part_index_speed,
          "build-synthetic": part_build_synthetic, "search": part_search, "threads": part_threads,
          "quants": part_quants}
@@ -623,6 +687,26 @@ def main() -> int:
             shutil.rmtree(syn)
 
         table.add("7 peak RSS, cold rag ask (llm)", rss, "MB", "(info)")
+
+        # 9: rag serve under 16 concurrent clients; `rag ask --server` (warm server) vs a cold `rag ask`.
+        for mode in ("extractive", "llm"):
+            proc, url = start_server(str(index), mode, env)
+            try:
+                load = serve_load(url, mode, 16, gold_questions(80))
+                extra[f"serve_{mode}"] = load
+                table.add(f"9 rag serve {mode}, 16 clients: p50", [load["p50_s"]], "s",
+                          "<=4x alone" if mode == "extractive" else "(info)", [load["alone_p50_s"]],
+                          lambda a, b: a / b, met=load["p50_s"] <= 4 * load["alone_p50_s"] and not load["errors"]
+                          if mode == "extractive" else None,
+                          note=f"p95 {load['p95_s']:.2f} s, {load['rps']:.1f} req/s, {load['errors']} errors")
+                if mode == "llm":
+                    remote = [run_process([*RAG, "ask", QUESTION, "--server", url, "--json"], env=env)[0]
+                              for _ in range(runs)]
+                    table.add("9 rag ask --server (warm) vs cold rag ask", remote, "s", "ratio<=0.25", ask,
+                              lambda a, b: a / b, met=statistics.median(remote) / statistics.median(ask) <= 0.25)
+            finally:
+                proc.terminate()
+                proc.wait(30)
 
         # 8: saved web pages extracted per second (rag's reader vs a bare trafilatura.extract).
         pages = work / "pages"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 from dataclasses import asdict
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", metavar="FILE", help="read questions from FILE (- for stdin), one per line: "
                    "plain text or JSON with id and question; print one JSON object per line")
     _as_of_option(p)
+    p.add_argument("--server", metavar="URL", help="ask a running `rag serve` at URL instead of loading the index "
+                   "here (env RAG_SERVER); sends RAG_SERVE_TOKEN as the bearer token when set")
 
     p = sub.add_parser("eval", help="score answers against a gold set (JSONL)",
                        description="Run every gold question through the same pipeline as `rag ask` and "
@@ -84,6 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rewrite", choices=("rules", "llm"), default="rules", help="how follow-ups become "
                    "standalone queries: rules (default, deterministic) or llm (ask the model)")
 
+    p = sub.add_parser("serve", help="answer questions over HTTP: a JSON API on 127.0.0.1 (FastAPI)",
+                       description="Load the index (and the model) once and answer POST /v1/ask with the JSON of "
+                                   "`rag ask --json`; /v1/ask/stream streams the draft; /openapi.json describes the API (/docs renders it where a browser can load Swagger UI). A newly "
+                                   "published index is picked up without a restart. Any --host but loopback needs "
+                                   "RAG_SERVE_TOKEN (then every request but /healthz needs 'Authorization: Bearer "
+                                   "TOKEN').")
+    _common(p)
+    _generation_options(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=int, metavar="N", help="processes answering extractive and baseline questions "
+                   "side by side (default: one per physical core; 0: in the server process)")
+
     for name in ("status", "doctor"):
         p = sub.add_parser(name, help="index path, counts, embedder, last update and a quick consistency check"
                            if name == "status" else "status with a deep check (loads vectors, SQLite integrity_check)")
@@ -98,23 +114,30 @@ def _as_of_option(p: argparse.ArgumentParser, more: str = "") -> None:
 
 
 def _answer_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-k", type=int, metavar="N", help="chunks retrieved (default 6)")
-    p.add_argument("--mode", choices=("llm", "extractive", "baseline"), help="llm (default): generate and "
-                   "verify; extractive: answer with the evidence sentences only, no model; baseline: the top 2 "
-                   "sentences by embedder cosine, no abstaining (a plain point of comparison)")
-    p.add_argument("--model", metavar="PATH", help="GGUF model (default: RAG_MODEL, config, or the bundled "
-                   "SmolLM2-135M-Instruct)")
+    _generation_options(p)
     p.add_argument("--since", metavar="DATE", help="only articles dated on or after DATE (YYYY-MM-DD)")
     p.add_argument("--until", metavar="DATE", help="only articles dated on or before DATE")
     p.add_argument("--source", metavar="NAME", help="only articles from this source (e.g. AFP)")
     p.add_argument("--doc", metavar="ID", action="append", default=[], help="only this doc id (repeatable)")
 
 
+def _generation_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-k", type=int, metavar="N", help="chunks retrieved (default 6)")
+    p.add_argument("--mode", choices=("llm", "extractive", "baseline"), help="llm (default): generate and "
+                   "verify; extractive: answer with the evidence sentences only, no model; baseline: the top 2 "
+                   "sentences by embedder cosine, no abstaining (a plain point of comparison)")
+    p.add_argument("--model", metavar="PATH", help="GGUF model (default: RAG_MODEL, config, or the bundled "
+                   "SmolLM2-135M-Instruct)")
+    p.add_argument("--llm-url", metavar="URL", help="generate on an OpenAI-compatible server instead of a local "
+                   "GGUF, e.g. http://127.0.0.1:8080/v1 (env RAG_LLM_URL; API key from RAG_LLM_API_KEY)")
+    p.add_argument("--llm-model", metavar="NAME", help="model name on that server (default: the first it lists)")
+
+
 def _settings(args: argparse.Namespace):
     from rag.config import load_settings
 
     flags = {k: getattr(args, k, None) for k in ("index", "chunk_tokens", "chunk_overlap", "embedder",
-                                                  "k", "mode", "model")}
+                                                  "k", "mode", "model", "llm_url", "llm_model")}
     return load_settings(flags, getattr(args, "config", None))
 
 
@@ -207,12 +230,18 @@ def _answer_json(answer) -> str:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from rag.errors import EXIT_ABSTAINED, UsageError
-    from rag.pipeline import Pipeline, check_question
-    from rag.render import print_answer, use_colour
 
     if (args.question is None) == (args.batch is None):
         raise UsageError("give a question or --batch FILE (not both)", 'e.g. rag ask "What did the US urge '
                          'Pakistan to do?"')
+    server = args.server or os.environ.get("RAG_SERVER")
+    if server:  # before the pipeline's imports: a client needs no models
+        from rag.client import ask_server
+
+        return ask_server(server, args)
+    from rag.pipeline import Pipeline, check_question
+    from rag.render import print_answer, use_colour
+
     question = check_question(args.question) if args.question is not None else None
     settings = _settings(args)
     filters = _filters(args)
@@ -301,8 +330,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run(_settings(args), _filters(args), history=args.history, rewrite=args.rewrite)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rag.serve import serve
+
+    return serve(_settings(args), host=args.host, port=args.port, workers=args.workers)
+
+
 COMMANDS = {"index": cmd_index, "status": cmd_status, "doctor": cmd_status, "ask": cmd_ask, "eval": cmd_eval,
-            "chat": cmd_chat}
+            "chat": cmd_chat, "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
