@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="answer questions over HTTP: a JSON API on 127.0.0.1 (FastAPI)",
                        description="Load the index (and the model) once and answer POST /v1/ask with the JSON of "
-                                   "`rag ask --json`; /v1/ask/stream streams the draft; /openapi.json describes the API (/docs renders it where a browser can load Swagger UI). A newly "
+                                   "`rag ask --json`; /v1/ask/stream streams the draft; /openapi.json describes "
+                                   "the API (/docs renders it where the browser can load Swagger UI). A newly "
                                    "published index is picked up without a restart. Any --host but loopback needs "
                                    "RAG_SERVE_TOKEN (then every request but /healthz needs 'Authorization: Bearer "
                                    "TOKEN').")
