@@ -247,7 +247,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     settings = _settings(args)
     filters = _filters(args)
     batch_lines = _read_batch(args.batch) if args.batch else None
-    if settings.mode == "llm":  # a missing or broken model file is reported now, not after retrieval
+    if settings.mode == "llm" and not settings.llm_url:  # a bad model file is reported now, not after retrieval
         from rag.llm import check_model_file, resolve_model_path
 
         check_model_file(resolve_model_path(None, settings.model))
@@ -259,7 +259,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         on_token = _draft_printer() if stream else None
         answer = pipeline.ask(question, filters=filters, on_token=on_token, as_of=args.as_of)
         if on_token:
-            print(file=sys.stderr)
+            sys.stderr.write("\x1b[0m\n")  # end the dim draft
         if args.json:
             print(_answer_json(answer))
         else:

@@ -47,5 +47,6 @@ def answer_text(answer: Answer, colour: bool = False, width: int = 100) -> str:
     return "\n".join(lines)
 
 
-def print_answer(answer: Answer, stream: TextIO = sys.stdout) -> None:
+def print_answer(answer: Answer, stream: TextIO | None = None) -> None:
+    stream = stream or sys.stdout  # looked up now: a redirected sys.stdout is honoured
     print(answer_text(answer, use_colour(stream)), file=stream)

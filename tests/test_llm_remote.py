@@ -545,3 +545,20 @@ def test_pipeline_answers_through_the_server(llm_server, sample_index, real_embe
             assert reader.article(c.doc_id).text[c.start:c.end] == c.quote
     finally:
         reader.close()
+
+
+@pytest.mark.slow
+def test_cli_ask_through_llm_url(llm_server, sample_index, tmp_path):
+    """`rag ask --llm-url URL --json`, as a script would run it: answered by the server's model."""
+    import subprocess
+
+    from tests.conftest import subprocess_env
+    from tests.hardening import rag_command
+
+    done = subprocess.run(rag_command("ask", "What did the US urge Pakistan to do?", "--index", str(sample_index),
+                                      "--llm-url", llm_server, "--json"),
+                          capture_output=True, text=True, cwd=tmp_path, env=subprocess_env(), timeout=300)
+    assert done.returncode in (0, 3), done.stderr
+    answer = json.loads(done.stdout)
+    assert "@ 127.0.0.1:" in answer["model"]["llm"]
+    assert answer["draft"]  # the server wrote a draft that was then verified
