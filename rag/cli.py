@@ -233,8 +233,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from rag.errors import EXIT_ABSTAINED, UsageError
 
     if (args.question is None) == (args.batch is None):
-        raise UsageError("give a question or --batch FILE (not both)", 'e.g. rag ask "What did the US urge '
-                         'Pakistan to do?"')
+        raise UsageError("give a question or --batch FILE (not both)",
+                         'e.g. rag ask "What did the council decide?"')
     server = args.server or os.environ.get("RAG_SERVER")
     if server:  # before the pipeline's imports: a client needs no models
         from rag.client import ask_server

@@ -106,7 +106,7 @@ def candidates(hits: list[Hit]) -> list[Candidate]:
 
 
 def _is_heading(text: str) -> bool:
-    """A short line without final punctuation ("Pakistan's Response and US Concerns") is no evidence."""
+    """A short line without final punctuation ("Markets React to the Vote") is no evidence."""
     return len(text.split()) <= 8 and not text.rstrip("”\"’')").endswith((".", "!", "?", ":"))
 
 

@@ -238,8 +238,8 @@ def publisher_words(source: str | None) -> str:
 def names_publisher(question: str, source: str | None) -> bool:
     """Whether the question names this publisher ("according to Reuters", "reported by The Verge").
 
-    An acronym names its long form and back: "AFP" and "Agence France-Presse", "PTI" and "Press
-    Trust of India" (the initials of the capitalised words, small joining words left out).
+    An acronym names its long form and back: "BBC" and "British Broadcasting Corporation", "NYT"
+    and "New York Times" (the initials of the capitalised words, small joining words left out).
     """
     words = content_tokens(publisher_words(source))
     if not words:
@@ -248,13 +248,13 @@ def names_publisher(question: str, source: str | None) -> bool:
         return True
     acronyms = re.compile(r"\b[A-Z]{2,}\b")
     if acronym_of(source or "") in set(acronyms.findall(question)):
-        return True  # "AFP" asked, "Agence France-Presse" credited
+        return True  # the acronym asked, the long form credited
     long_forms = {acronym_of(run) for run in NAME_TEXT.findall(question)} - {""}
     return bool(long_forms & set(acronyms.findall(source or "")))
 
 
 def acronym_of(name: str) -> str:
-    """'Agence France-Presse' -> 'AFP', 'Press Trust of India' -> 'PTI'; one word gives ''."""
+    """'British Broadcasting Corporation' -> 'BBC', 'Bank of England' -> 'BE'; one word gives ''."""
     parts = [p for p in re.split(r"[\s-]+", name) if p and p.lower() not in STOPWORDS]
     if len(parts) < 2 or not all(p[:1].isupper() for p in parts):
         return ""

@@ -29,6 +29,7 @@ import pytest
 
 from tests.conftest import CORPUS, subprocess_env
 from tests.hardening import rag_command, run_cli
+from tests.servers import free_port, stop
 
 QUESTION = "What did the US urge Pakistan to do?"
 NEW_FACT_QUESTION = "How many glass harmonicas were restored in Velmora?"  # abstained on the sample articles
@@ -47,30 +48,11 @@ class Served(NamedTuple):
     log: Path
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now: bind port 0, read what the OS chose, close."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def log_text(log: Path) -> str:
     try:
         return log.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return "(no log)"
-
-
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM (a graceful stop), then SIGKILL if it will not go."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(STOP_TIMEOUT)
 
 
 @contextmanager
