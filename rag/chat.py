@@ -602,11 +602,10 @@ class SlashCompleter(Completer):
 
     def _filter_values(self) -> dict[str, list[str]]:
         if self._values is None:
-            db = self.session.pipeline.reader.db
+            reader = self.session.pipeline.reader
             self._values = {
-                "doc=": [f"doc={r[0]}" for r in db.execute("SELECT doc_id FROM articles ORDER BY doc_id LIMIT 500")],
-                "source=": [f"source={r[0]}" for r in db.execute(
-                    "SELECT DISTINCT source FROM articles WHERE source IS NOT NULL ORDER BY source LIMIT 100")],
+                "doc=": [f"doc={d}" for d in reader.doc_ids(500)],
+                "source=": [f"source={s}" for s in reader.sources()[:100]],
             }
         return self._values
 

@@ -21,8 +21,8 @@ from rag.config import Settings
 from rag.embed import Embedder, SentenceTransformerEmbedder, TokenCounter, embedder_dir, embedder_identity
 from rag.errors import UsageError
 from rag.query_embed import ensure_onnx, onnx_path
-from rag.retrieve import LEXICAL_DIR, save_lexical
 from rag.store import IndexWriter
+from rag.stores import local_folder, store_writer
 from rag.types import Article
 
 SPLITTER_VERSION = 1  # bump when rag.sentences or rag.chunking change how text is cut
@@ -93,7 +93,7 @@ def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
     chunker_json = json.dumps(chunker, sort_keys=True)
     roots = {root for _, root in scanned}
 
-    with IndexWriter(settings.index, settings.lock_timeout, rebuild=rebuild) as writer:
+    with store_writer(settings, rebuild=rebuild) as writer:
         existing = writer.existing()
         compatible = writer.previous is None or writer.previous["embedder"] == identity
         todo: list[tuple[Article, str]] = []
@@ -133,15 +133,12 @@ def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
             chunked = [(a, r, chunk_text(a.doc_id, a.text, counter, settings.chunk_tokens,
                                          settings.chunk_overlap)) for a, r in todo]
             summary.chunks_embedded = _embed_and_add(writer, chunked, embedder, chunker_json, progress)
-        # Chunk ids never repeat within one database; --rebuild starts a new one, so reuse nothing.
-        previous = None if rebuild else _published(settings.index) / LEXICAL_DIR
-        save_lexical(writer.db, writer.tmp / LEXICAL_DIR, previous)
         manifest = writer.publish(identity, chunker)
-        if model_dir is not None and not onnx_path(settings.index, identity).is_file():
+        if model_dir is not None and not onnx_path(local_folder(settings), identity).is_file():
             # Once per index: the torch-free query embedder that `rag ask` loads in 0.3 s instead of 6.
-            why = ensure_onnx(settings.index, embedder or SentenceTransformerEmbedder(model_dir))
+            why = ensure_onnx(local_folder(settings), embedder or SentenceTransformerEmbedder(model_dir))
             if why:
-                summary.problems.append(ingest.Problem(str(onnx_path(settings.index, identity)),
+                summary.problems.append(ingest.Problem(str(onnx_path(local_folder(settings), identity)),
                                                        f"no fast query embedder ({why}); queries load torch"))
     summary.articles = manifest["counts"]["articles"]
     summary.chunks = manifest["counts"]["chunks"]
@@ -152,14 +149,6 @@ def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
 def _from_any(doc_id: str, files: set[str]) -> bool:
     """Whether `doc_id` came from one of `files` (itself, or an entry `FILE#KEY` of it)."""
     return doc_id in files or doc_id.split("#", 1)[0] in files
-
-
-def _published(index_dir: str) -> Path:
-    """The folder of the currently published state (it may not exist)."""
-    try:
-        return Path(index_dir) / (Path(index_dir) / "CURRENT").read_text(encoding="utf-8").strip()
-    except OSError:
-        return Path(index_dir) / "no-current-state"
 
 
 def _embed_and_add(writer: IndexWriter, chunked, embedder: Embedder, chunker_json: str,

@@ -22,7 +22,7 @@ from rag.errors import RagError, UsageError
 from rag.llm import LLM, GenerationConfig, load_model, resolve_model_path
 from rag.query_embed import query_embedder
 from rag.retrieve import Filters, Retriever
-from rag.store import open_index
+from rag.stores import local_folder, open_store
 from rag.types import Answer, Citation, Evidence, Retrieved, Sentence
 from rag.words import content_tokens
 
@@ -63,8 +63,8 @@ class Pipeline:
     def __init__(self, settings: Settings, *, llm: LLM | None = None, embedder=None,
                  model_flag: str | None = None):
         self.settings = settings
-        self.embedder = embedder or query_embedder(settings.index, embedder_dir(settings.embedder))
-        self.reader = open_index(settings.index, self.embedder.identity)
+        self.embedder = embedder or query_embedder(local_folder(settings), embedder_dir(settings.embedder))
+        self.reader = open_store(settings, self.embedder.identity)
         self.retriever = Retriever(self.reader, self.embedder.embed)
         self._llm = llm
         self._model_flag = model_flag

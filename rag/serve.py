@@ -150,9 +150,11 @@ class LiveIndex:
     def __init__(self, settings: Settings, embedder=None, llm=None):
         from rag.embed import embedder_dir
         from rag.query_embed import query_embedder
+        from rag.stores import local_folder
 
         self.settings = settings
-        self.embedder = embedder or LockedEmbedder(query_embedder(settings.index, embedder_dir(settings.embedder)))
+        self.embedder = embedder or LockedEmbedder(
+            query_embedder(local_folder(settings), embedder_dir(settings.embedder)))
         self.llm = llm
         self._lock = threading.Lock()
         self._failed: str | None = None  # a published state that would not open: not retried
@@ -170,14 +172,13 @@ class LiveIndex:
         from rag.pipeline import Pipeline
 
         pipeline = Pipeline(self.settings, embedder=self.embedder, llm=self.llm)
-        return _State(pipeline, pipeline.reader.path.name)
+        return _State(pipeline, pipeline.reader.state)
 
     def published(self) -> str | None:
-        """The state CURRENT names now (None when unreadable): the cheap check before each question."""
-        try:
-            return (Path(self.settings.index) / "CURRENT").read_text(encoding="utf-8", errors="replace").strip()
-        except OSError:
-            return None
+        """The state published now (None when unreadable): the cheap check before each question."""
+        from rag.stores import published_state
+
+        return published_state(self.settings)
 
     @contextmanager
     def use(self):
@@ -243,7 +244,7 @@ def answer_with(live: LiveIndex, request: dict, on_token=None) -> tuple:
     try:
         with live.use() as pipeline:
             text, abstained = answer_json(pipeline, request, on_token)
-            return "ok", text, abstained, pipeline.reader.path.name
+            return "ok", text, abstained, pipeline.reader.state
     except _Cancelled:
         return "error", 499, "the client went away"
     except Exception as e:

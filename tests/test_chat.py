@@ -314,7 +314,7 @@ def test_nothing_is_reloaded_after_the_first_question(index_dir, monkeypatch):
     def no_reload(*a, **kw):
         raise AssertionError("reloaded")
 
-    monkeypatch.setattr(rag.pipeline, "open_index", no_reload)
+    monkeypatch.setattr(rag.pipeline, "open_store", no_reload)
     monkeypatch.setattr(rag.pipeline, "load_model", no_reload)
     monkeypatch.setattr(chat, "load_model", no_reload)
     run_lines(session, out, QUESTION, "/mode llm")

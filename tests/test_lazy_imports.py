@@ -97,7 +97,7 @@ def test_lexical_scores_without_bm25s_equal_bm25s(tmp_path):
     from rag.config import Settings
     from rag.embed import FakeEmbedder
     from rag.indexer import index_paths
-    from rag.retrieve import LEXICAL_DIR, Lexical
+    from rag.lexical import LEXICAL_DIR, Lexical
     from rag.store import open_index
 
     root = Path(__file__).resolve().parent.parent

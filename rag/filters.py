@@ -1,0 +1,57 @@
+"""Which articles a search may return: dates, publisher, doc ids. Each store turns them into its own
+query (SQL for the file store, a filter expression for Milvus)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from rag.errors import UsageError
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class Filters:
+    since: str | None = None  # ISO date, inclusive; undated articles are excluded when set
+    until: str | None = None
+    source: str | None = None  # case-insensitive match on the article's source
+    docs: tuple[str, ...] = ()  # doc ids
+
+    def __post_init__(self) -> None:
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and not _DATE.match(value):
+                raise UsageError(f"--{name} must be a date like 2019-02-20, not {value!r}")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.since or self.until or self.source or self.docs)
+
+    def describe(self) -> str:
+        parts = [f"since={self.since}" if self.since else "", f"until={self.until}" if self.until else "",
+                 f"source={self.source}" if self.source else "", *(f"doc={d}" for d in self.docs)]
+        return " ".join(p for p in parts if p) or "none"
+
+    def narrowed(self, other: Filters) -> Filters | None:
+        """Articles that pass both filters; None when no article can (two different sources)."""
+        if self.source and other.source and self.source.lower() != other.source.lower():
+            return None
+        docs = tuple(d for d in self.docs if d in other.docs) if self.docs and other.docs else \
+            self.docs or other.docs
+        if self.docs and other.docs and not docs:
+            return None
+        since = max(d for d in (self.since, other.since) if d) if self.since or other.since else None
+        until = min(d for d in (self.until, other.until) if d) if self.until or other.until else None
+        if since and until and since > until:
+            return None
+        return Filters(since=since, until=until, source=self.source or other.source, docs=docs)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """One ranked list a search asks a store for: dense (vectors) or lexical (BM25), how many, of which articles."""
+
+    kind: str  # "dense" | "lexical"
+    limit: int
+    filters: Filters | None = None  # None: every article
