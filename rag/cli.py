@@ -251,7 +251,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         from rag.llm import check_model_file, resolve_model_path
 
         check_model_file(resolve_model_path(None, settings.model))
-    pipeline = Pipeline(settings)
+    pipeline = Pipeline(settings, preload_llm=settings.mode == "llm" and not settings.llm_url)
     try:
         if batch_lines is not None:
             return _run_batch(pipeline, batch_lines, filters, args.as_of)

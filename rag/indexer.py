@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rag import formats, ingest
+from rag import file_stamps, formats, ingest
 from rag.chunking import chunk_text
 from rag.config import Settings
 from rag.embed import Embedder, SentenceTransformerEmbedder, TokenCounter, embedder_dir, embedder_identity
@@ -27,6 +27,7 @@ from rag.types import Article
 
 SPLITTER_VERSION = 1  # bump when rag.sentences or rag.chunking change how text is cut
 EMBED_BATCH = 256  # chunks handed to the embedder per progress step
+ARTICLE_BATCH = 1000  # articles chunked, embedded and stored together: bounds the memory of a big run
 
 
 @dataclass
@@ -64,16 +65,20 @@ def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
     """Bring the index at settings.index up to date with `paths`; returns what changed."""
     started = time.monotonic()
     summary = Summary()
-    scanned: list[tuple[Article, str]] = []  # (article, root)
+    folder = local_folder(settings)
+    stamps_before = {} if rebuild else file_stamps.load(folder, options)
+    stamps_now: dict[str, ingest.FileRecord] = {}
+    scanned: list[tuple[Article | ingest.Known, str]] = []  # (article, root)
     seen: set[str] = set()
     unreadable: set[str] = set()  # files that failed as a whole: what they gave before is kept
     for p in paths:
-        scan = ingest.scan([p], options)
+        scan = ingest.scan([p], options, known=stamps_before)
         summary.problems += scan.problems
         summary.skipped_hidden += scan.skipped_hidden
         summary.skipped_unsupported += scan.skipped_unsupported
         summary.skipped_records += scan.skipped_records
         unreadable |= scan.unreadable
+        stamps_now.update(scan.files)
         root = str(_root_of(Path(p))) if Path(p).exists() else ""
         for article in scan.articles:
             if article.doc_id in seen:
@@ -96,6 +101,7 @@ def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
     with store_writer(settings, rebuild=rebuild) as writer:
         existing = writer.existing()
         compatible = writer.previous is None or writer.previous["embedder"] == identity
+        scanned = _read_stale(scanned, existing, chunker_json, compatible, options, stamps_now, summary)
         todo: list[tuple[Article, str]] = []
         for article, root in scanned:
             old = existing.get(article.doc_id)
@@ -114,6 +120,7 @@ def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
                 summary.added += 1
             todo.append((article, root))
         scanned_ids = {a.doc_id for a, _ in scanned}
+        del scanned  # the unchanged articles' texts are not needed any more
         kept = [d for d in existing if d not in scanned_ids and _from_any(d, unreadable)]
         summary.kept_unreadable = len(kept)
         gone = [d for d, (_, _, r) in existing.items() if r in roots and d not in scanned_ids and d not in kept]
@@ -130,20 +137,56 @@ def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
         if todo:
             counter = counter or TokenCounter(model_dir or embedder_dir(settings.embedder))
             embedder = embedder or SentenceTransformerEmbedder(model_dir)
-            chunked = [(a, r, chunk_text(a.doc_id, a.text, counter, settings.chunk_tokens,
-                                         settings.chunk_overlap)) for a, r in todo]
-            summary.chunks_embedded = _embed_and_add(writer, chunked, embedder, chunker_json, progress)
+            # In slices, so that memory holds one slice's chunks and vectors, not the whole run's.
+            for first in range(0, len(todo), ARTICLE_BATCH):
+                chunked = [(a, r, chunk_text(a.doc_id, a.text, counter, settings.chunk_tokens,
+                                             settings.chunk_overlap)) for a, r in todo[first:first + ARTICLE_BATCH]]
+                summary.chunks_embedded += _embed_and_add(writer, chunked, embedder, chunker_json, None)
+                for i in range(first, min(first + ARTICLE_BATCH, len(todo))):
+                    todo[i] = (None, todo[i][1])  # done: let its text go
+                if progress:
+                    progress(min(first + ARTICLE_BATCH, len(todo)), len(todo))
         manifest = writer.publish(identity, chunker)
-        if model_dir is not None and not onnx_path(local_folder(settings), identity).is_file():
+        if model_dir is not None and not onnx_path(folder, identity).is_file():
             # Once per index: the torch-free query embedder that `rag ask` loads in 0.3 s instead of 6.
-            why = ensure_onnx(local_folder(settings), embedder or SentenceTransformerEmbedder(model_dir))
+            why = ensure_onnx(folder, embedder or SentenceTransformerEmbedder(model_dir))
             if why:
-                summary.problems.append(ingest.Problem(str(onnx_path(local_folder(settings), identity)),
+                summary.problems.append(ingest.Problem(str(onnx_path(folder, identity)),
                                                        f"no fast query embedder ({why}); queries load torch"))
+    file_stamps.save(folder, options, stamps_before, stamps_now, sorted(roots))
     summary.articles = manifest["counts"]["articles"]
     summary.chunks = manifest["counts"]["chunks"]
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _read_stale(scanned, existing: dict, chunker_json: str, compatible: bool, options,
+                stamps: dict, summary: Summary) -> list[tuple[Article | ingest.Known, str]]:
+    """Read the unchanged-looking files whose articles the store does not hold as recorded (another
+    hash, chunker or embedder, or missing): their stamps were a hint, the store decides."""
+    stale: dict[str, ingest.Known] = {}
+    for article, _ in scanned:
+        if isinstance(article, ingest.Known):
+            old = existing.get(article.doc_id)
+            if not (old and old[0] == article.content_hash and old[1] == chunker_json and compatible):
+                stale.setdefault(article.file, article)
+    if not stale:
+        return scanned
+    fresh: dict[str, Article] = {}
+    for file, known in stale.items():
+        scan = ingest.read_file(file, known.rel, options)
+        summary.problems += scan.problems
+        stamps.pop(file, None)
+        stamps.update(scan.files)
+        fresh.update((a.doc_id, a) for a in scan.articles)
+    out = []
+    for article, root in scanned:
+        if isinstance(article, ingest.Known) and article.file in stale:
+            if article.doc_id in fresh:
+                out.append((fresh[article.doc_id], root))
+        else:
+            out.append((article, root))
+    return out
 
 
 def _from_any(doc_id: str, files: set[str]) -> bool:
@@ -180,7 +223,7 @@ def tty_progress() -> Callable[[int, int], None] | None:
 
     def update(done: int, total: int) -> None:
         if "bar" not in bar:
-            bar["bar"] = tqdm(total=total, unit="chunk", desc="embedding", file=sys.stderr, leave=False)
+            bar["bar"] = tqdm(total=total, unit="article", desc="embedding", file=sys.stderr, leave=False)
         bar["bar"].update(done - bar["bar"].n)
         if done >= total:
             bar["bar"].close()

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -69,11 +70,34 @@ class Problem:
         return f"{self.path}: {self.reason}"
 
 
+@dataclass(frozen=True)
+class Known:
+    """An article of a file that has not changed since the last `rag index` read it (same size,
+    times and inode, same sidecar): not read again. The indexer checks the store still holds
+    `content_hash` for it, and reads the file (`read_file`) if it must."""
+
+    doc_id: str
+    content_hash: str
+    path: str  # locator, as Article.path
+    file: str  # the file it came from
+    rel: str  # that file's name relative to its root (the doc id's stem)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What a file looked like when it was read, and the articles it gave (doc id, hash, locator)."""
+
+    stamp: tuple
+    rel: str
+    articles: tuple[tuple[str, str, str], ...]
+
+
 @dataclass
 class Scan:
     """Everything scan() found; the CLI prints the problems and decides the exit code."""
 
-    articles: list[Article] = field(default_factory=list)
+    articles: list[Article | Known] = field(default_factory=list)
+    files: dict[str, FileRecord] = field(default_factory=dict)  # absolute path -> record, to remember
     problems: list[Problem] = field(default_factory=list)
     skipped_hidden: int = 0
     skipped_unsupported: int = 0
@@ -98,15 +122,18 @@ class _Walk:
 
     options: formats.Options
     seen: _Walk = field(default_factory=dict)  # doc_id -> where it was first read
+    known: dict[str, FileRecord] = field(default_factory=dict)  # from the last run: not read again
 
 
-def scan(paths: list[str | Path], options: formats.Options | None = None) -> Scan:
+def scan(paths: list[str | Path], options: formats.Options | None = None,
+         known: dict[str, FileRecord] | None = None) -> Scan:
     """Read every supported article under `paths`, in the given order, folders in sorted order.
 
-    The first article with a given doc_id wins; later ones become Problems.
+    The first article with a given doc_id wins; later ones become Problems. A file whose stamp
+    is in `known` unchanged gives `Known` articles instead of being read.
     """
     out = Scan()
-    seen = _Walk(options or formats.Options())
+    seen = _Walk(options or formats.Options(), known=known or {})
     for given in paths:
         path = str(given)
         try:
@@ -256,7 +283,60 @@ def _utf8_ok(s: str) -> bool:
 # --- one file ----------------------------------------------------------------------------
 
 
+def read_file(path: str, rel: str, options: formats.Options | None = None) -> Scan:
+    """Read one file as a folder walk would have, its doc ids based on `rel` (never from a stamp)."""
+    out = Scan()
+    _scan_file(path, rel, _ext(path), out, _Walk(options or formats.Options()))
+    return out
+
+
+RACY_SECONDS = 2.0  # a file changed this recently may change again within the same timestamp tick
+
+
+def _stamp(path: str) -> tuple | None:
+    """(size, mtime, ctime, inode) of the file and of its sidecar; None when too recent to trust."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if time.time() - max(st.st_mtime, st.st_ctime) < RACY_SECONDS:
+        return None
+    try:
+        side = os.stat(path + SIDECAR_SUFFIX)
+        sidecar = (side.st_size, side.st_mtime_ns, side.st_ctime_ns, side.st_ino)
+    except OSError:
+        sidecar = None
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sidecar)
+
+
+def _scan_known(key: str, stamp: tuple | None, rel: str, out: Scan, seen: _Walk) -> bool:
+    """Give the articles a file gave last time, if it is unchanged since; False to read it."""
+    record = seen.known.get(key) if stamp is not None else None
+    if record is None or record.stamp != stamp or record.rel != rel:
+        return False
+    if any(doc_id in seen.seen for doc_id, _, _ in record.articles):
+        return False  # a clash with another file: read it, so the message is the usual one
+    for doc_id, digest, locator in record.articles:
+        seen.seen[doc_id] = locator
+        out.articles.append(Known(doc_id, digest, locator, key, rel))
+    out.files[key] = record
+    return True
+
+
 def _scan_file(path: str, rel: str, ext: str, out: Scan, seen: _Walk) -> None:
+    key = os.path.abspath(path)
+    stamp = _stamp(path) if seen.known is not None else None
+    if _scan_known(key, stamp, rel, out, seen):
+        return
+    first = len(out.articles)
+    problems_before = len(out.problems)
+    _read_file_records(path, rel, ext, out, seen)
+    if stamp is not None and len(out.problems) == problems_before and len(out.articles) > first:
+        out.files[key] = FileRecord(stamp, rel, tuple((a.doc_id, a.content_hash, a.path)
+                                                      for a in out.articles[first:]))
+
+
+def _read_file_records(path: str, rel: str, ext: str, out: Scan, seen: _Walk) -> None:
     if ext in formats.EXTENSIONS:
         records, problems = _format_records(path, rel, ext, out, seen.options)
     else:

@@ -10,6 +10,7 @@ simply has more of its own sentences survive verification.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -61,22 +62,52 @@ class Pipeline:
     """Everything loaded once (index, embedder, model) and reused across questions."""
 
     def __init__(self, settings: Settings, *, llm: LLM | None = None, embedder=None,
-                 model_flag: str | None = None):
+                 model_flag: str | None = None, preload_llm: bool = False):
         self.settings = settings
-        self.embedder = embedder or query_embedder(local_folder(settings), embedder_dir(settings.embedder))
-        self.reader = open_store(settings, self.embedder.identity)
-        self.retriever = Retriever(self.reader, self.embedder.embed)
         self._llm = llm
         self._model_flag = model_flag
+        self._loading: tuple[threading.Thread, dict] | None = None
+        if preload_llm and llm is None:
+            self._start_loading()
+        try:
+            self.embedder = embedder or query_embedder(local_folder(settings), embedder_dir(settings.embedder))
+            self.reader = open_store(settings, self.embedder.identity)
+        except BaseException:
+            self._drop_loading()
+            raise
+        self.retriever = Retriever(self.reader, self.embedder.embed)
+
+    def _start_loading(self) -> None:
+        """Load the model in a thread while the index opens and retrieval runs (a one-shot `rag ask`
+        would otherwise wait for the two one after the other); `llm` waits for it."""
+        result: dict = {}
+
+        def load() -> None:
+            try:
+                result["llm"] = load_model(self._model_flag, self.settings)
+            except BaseException as e:  # re-raised in the asking thread, where it is reported
+                result["error"] = e
+
+        thread = threading.Thread(target=load, name="rag-model-load", daemon=True)
+        thread.start()
+        self._loading = (thread, result)
 
     @property
     def llm(self) -> LLM:
+        if self._llm is None and self._loading is not None:
+            thread, result = self._loading
+            thread.join()
+            self._loading = None
+            if "error" in result:
+                raise result["error"]
+            self._llm = result["llm"]
         if self._llm is None:
             self._llm = load_model(self._model_flag, self.settings)
         return self._llm
 
     def use_model(self, llm: LLM) -> None:
         """Answer with `llm` from now on (chat's /model) and free the model used so far."""
+        self._drop_loading()
         old, self._llm = self._llm, llm
         if old is not None and hasattr(old, "close"):
             old.close()
@@ -92,7 +123,17 @@ class Pipeline:
         except RagError:
             return "none"
 
+    def _drop_loading(self) -> None:
+        """Wait for a model load still running and free what it loaded (never left half-loaded)."""
+        if self._loading is not None:
+            self._loading[0].join()
+            loaded = self._loading[1].get("llm")
+            self._loading = None
+            if loaded is not None and hasattr(loaded, "close"):
+                loaded.close()
+
     def close(self) -> None:
+        self._drop_loading()
         self.reader.close()
 
     # --- the one public step ---------------------------------------------------------------

@@ -18,13 +18,29 @@ Shapes:
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from functools import lru_cache
+from pathlib import Path
 
 import Stemmer
-from bm25s.stopwords import STOPWORDS_EN_PLUS
 
 _STEMMER = Stemmer.Stemmer("english")
+
+
+
+def _bm25s_stopwords() -> tuple[str, ...]:
+    """bm25s's STOPWORDS_EN_PLUS, read from its module file: `import bm25s.stopwords` would run
+    bm25s/__init__, which imports scipy (0.3-0.7 s of every cold `rag ask`) for one word list."""
+    spec = importlib.util.find_spec("bm25s")
+    path = Path(next(iter(spec.submodule_search_locations))) / "stopwords.py"
+    module_spec = importlib.util.spec_from_file_location("_rag_bm25s_stopwords", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.STOPWORDS_EN_PLUS
+
+
+STOPWORDS_EN_PLUS = _bm25s_stopwords()
 
 # bm25s's English list (NLTK's), plus modal verbs it lacks and the words a news report uses to
 # attribute rather than to say something. "won" leaves it: in news it is the verb far more often

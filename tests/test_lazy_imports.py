@@ -86,6 +86,7 @@ def test_extractive_ask_imports_no_torch_when_the_export_exists(index_with_expor
     assert code in (0, 3)
     assert not loaded & {"torch", "transformers", "sentence_transformers", "sklearn", "llama_cpp"}, loaded
     assert not loaded & set(FORMAT_LIBRARIES), loaded  # article readers belong to `rag index` alone
+    assert not loaded & {"bm25s", "scipy"}, loaded  # the saved BM25 arrays and stopwords need neither
     assert "onnxruntime" in loaded
 
 
