@@ -21,10 +21,9 @@ class Counter(Protocol):
     def offsets(self, text: str) -> list[tuple[int, int]]: ...
 
 
-def _pieces(text: str, counter: Counter, max_tokens: int) -> list[tuple[int, int, int]]:
+def _pieces(text: str, spans: list[tuple[int, int]], counts: list[int], counter: Counter,
+            max_tokens: int) -> list[tuple[int, int, int]]:
     """(start, end, n_tokens) for every sentence, with over-long sentences cut into windows."""
-    spans = sentence_spans(text)
-    counts = counter.count([text[s:e] for s, e in spans]) if spans else []
     pieces: list[tuple[int, int, int]] = []
     window = max(8, max_tokens - 8)  # margin for tokens that change at a cut inside a word
     for (s, e), n in zip(spans, counts, strict=True):
@@ -66,13 +65,32 @@ def _pack(pieces: list[tuple[int, int, int]], max_tokens: int, overlap: int) -> 
 def chunk_text(doc_id: str, text: str, counter: Counter, max_tokens: int = 200,
                overlap: int = 40) -> list[Chunk]:
     """Split one article into chunks; `text[chunk.start:chunk.end] == chunk.text` always."""
-    pieces = _pieces(text, counter, max_tokens)
-    chunks: list[Chunk] = []
-    for group in _pack(pieces, max_tokens, overlap):
-        start, end = pieces[group[0]][0], pieces[group[-1]][1]
-        chunks.extend(_bounded(text, start, end, counter, max_tokens))
-    return [Chunk(chunk_id=f"{doc_id}:{c.start}-{c.end}", doc_id=doc_id, ordinal=i, start=c.start,
-                  end=c.end, text=c.text, n_tokens=c.n_tokens) for i, c in enumerate(chunks)]
+    return chunk_texts([(doc_id, text)], counter, max_tokens, overlap)[0]
+
+
+def chunk_texts(articles: list[tuple[str, str]], counter: Counter, max_tokens: int = 200,
+                overlap: int = 40) -> list[list[Chunk]]:
+    """chunk_text for many (doc_id, text) at once: the tokenizer gets two large batches (every
+    sentence, then every packed chunk) instead of one small call per chunk, which is most of the
+    cost of chunking a big collection."""
+    spans = [sentence_spans(text) for _, text in articles]
+    counts = iter(counter.count([text[s:e] for (_, text), sp in zip(articles, spans, strict=True) for s, e in sp]))
+    packed = []  # per article: the (start, end) of each packed group
+    for (_, text), sp in zip(articles, spans, strict=True):
+        pieces = _pieces(text, sp, [next(counts) for _ in sp], counter, max_tokens)
+        packed.append([(pieces[g[0]][0], pieces[g[-1]][1]) for g in _pack(pieces, max_tokens, overlap)])
+    totals = iter(counter.count([text[s:e] for (_, text), groups in zip(articles, packed, strict=True)
+                                 for s, e in groups]))
+    out = []
+    for (doc_id, text), groups in zip(articles, packed, strict=True):
+        chunks: list[Chunk] = []
+        for start, end in groups:
+            n = next(totals)
+            chunks.extend([Chunk("", "", 0, start, end, text[start:end], n)] if n <= max_tokens
+                          else _bounded(text, start, end, counter, max_tokens))
+        out.append([Chunk(chunk_id=f"{doc_id}:{c.start}-{c.end}", doc_id=doc_id, ordinal=i, start=c.start,
+                          end=c.end, text=c.text, n_tokens=c.n_tokens) for i, c in enumerate(chunks)])
+    return out
 
 
 def _bounded(text: str, start: int, end: int, counter: Counter, max_tokens: int) -> list[Chunk]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag import file_stamps, formats, ingest
-from rag.chunking import chunk_text
+from rag.chunking import chunk_texts
 from rag.config import Settings
 from rag.embed import Embedder, SentenceTransformerEmbedder, TokenCounter, embedder_dir, embedder_identity
 from rag.errors import UsageError
@@ -139,8 +139,10 @@ def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
             embedder = embedder or SentenceTransformerEmbedder(model_dir)
             # In slices, so that memory holds one slice's chunks and vectors, not the whole run's.
             for first in range(0, len(todo), ARTICLE_BATCH):
-                chunked = [(a, r, chunk_text(a.doc_id, a.text, counter, settings.chunk_tokens,
-                                             settings.chunk_overlap)) for a, r in todo[first:first + ARTICLE_BATCH]]
+                batch = todo[first:first + ARTICLE_BATCH]
+                cut = chunk_texts([(a.doc_id, a.text) for a, _ in batch], counter, settings.chunk_tokens,
+                                  settings.chunk_overlap)
+                chunked = [(a, r, chunks) for (a, r), chunks in zip(batch, cut, strict=True)]
                 summary.chunks_embedded += _embed_and_add(writer, chunked, embedder, chunker_json, None)
                 for i in range(first, min(first + ARTICLE_BATCH, len(todo))):
                     todo[i] = (None, todo[i][1])  # done: let its text go

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rag.chunking import chunk_text
+from rag.chunking import chunk_text, chunk_texts
 from tests.conftest import CORPUS
 
 WORDS = st.sampled_from(["Pakistan", "urged", "the", "U.S.", "Mr.", "Guterres", "40", "attack.", "said:",
@@ -59,3 +61,14 @@ def test_overlong_sentence_is_split_within_limit(counter):
     chunks = chunk_text("d", text, counter, 100, 10)
     _check(text, chunks, counter, 100)
     assert chunks[-1].text.endswith("end.")
+
+
+def test_many_articles_at_once_chunk_exactly_as_one_by_one(counter):
+    """The indexer chunks 1,000 articles per tokenizer batch: the chunks must not depend on it."""
+    root = Path(__file__).resolve().parent.parent / "eval"
+    articles = [(p.name, p.read_text()) for p in sorted((root / "corpus").glob("*.txt"))]
+    articles += [(p.name, p.read_text()) for p in sorted((root / "news" / "articles").glob("*.txt"))]
+    articles.append(("long", "word " * 700 + "end."))  # an over-long sentence, cut into windows
+    for limit, overlap in ((200, 40), (60, 20)):
+        assert chunk_texts(articles, counter, limit, overlap) == [chunk_text(d, t, counter, limit, overlap)
+                                                                  for d, t in articles]
