@@ -148,7 +148,8 @@ def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
                     todo[i] = (None, todo[i][1])  # done: let its text go
                 if progress:
                     progress(min(first + ARTICLE_BATCH, len(todo)), len(todo))
-        manifest = writer.publish(identity, chunker)
+        # Nothing changed: the published version stays as it is (no new state, no rewrite).
+        manifest = writer.publish(identity, chunker) if writer.changed or rebuild else writer.previous
         if model_dir is not None and not onnx_path(folder, identity).is_file():
             # Once per index: the torch-free query embedder that `rag ask` loads in 0.3 s instead of 6.
             why = ensure_onnx(folder, embedder or SentenceTransformerEmbedder(model_dir))

@@ -407,7 +407,7 @@ class IndexWriter:
             if getattr(self, "db", None) is not None:
                 self.db.close()
                 self.db = None
-            if exc_type is not None and getattr(self, "tmp", None) is not None:
+            if getattr(self, "tmp", None) is not None:  # failed, or left without publish(): discarded
                 shutil.rmtree(self.tmp, ignore_errors=True)
                 renamed = self.tmp.with_name(self.tmp.name.removesuffix(".tmp"))  # failed before CURRENT named it
                 shutil.rmtree(renamed, ignore_errors=True)
@@ -428,22 +428,46 @@ class IndexWriter:
             if published is not None and orphan.name > published.name and not orphan.name.endswith(".tmp"):
                 shutil.rmtree(orphan, ignore_errors=True)
         current = _current_state(self.index_dir) if not self.rebuild else None
+        self._published = current
+        self.tmp = None
+        self.vectors = None
+        if current is not None:
+            # Read what is published in place; the copy is made by the first change (`_materialize`),
+            # so a run that changes nothing (a re-index of unchanged files) copies and writes nothing.
+            reader = open_index(self.index_dir, load_vectors=False)  # refuses a broken index
+            try:
+                reader.verify()  # the vector file's header, without loading it
+            except RagError:
+                reader.close()
+                raise
+            self.previous = reader.manifest
+            self.db = reader.db
+        else:
+            self._materialize()
+
+    def _materialize(self) -> None:
+        """Start the next state: a copy of the published one, with its vectors loaded, to change."""
+        if self.tmp is not None:
+            return
         number = max([int(p.name[6:12]) for p in self.index_dir.glob("state-[0-9]*")
                       if p.name[6:12].isdigit()] or [0]) + 1
         self.tmp = self.index_dir / f"state-{number:06d}.tmp"
         self.tmp.mkdir()
-        self._published = current
-        if current is not None:
-            reader = open_index(self.index_dir)  # refuses a broken index: --rebuild is the way out
-            self.previous = reader.manifest
+        if self._published is not None:
+            self.db.close()
+            self.db = None
+            reader = open_index(self.index_dir)  # refuses damaged vectors: --rebuild is the way out
             self.vectors = reader.vectors
             reader.close()
-            shutil.copyfile(current / "meta.sqlite", self.tmp / "meta.sqlite")
-        else:
-            self.vectors = None
+            shutil.copyfile(self._published / "meta.sqlite", self.tmp / "meta.sqlite")
         self.db = sqlite3.connect(self.tmp / "meta.sqlite")
         self.db.executescript(SCHEMA)
         _add_missing_columns(self.db)
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything was added, removed or replaced since the writer opened."""
+        return self.tmp is not None
 
     # --- reading what is there -------------------------------------------------------------
 
@@ -463,6 +487,9 @@ class IndexWriter:
 
     def remove(self, doc_ids: list[str]) -> int:
         """Drop articles with their chunks and vectors; returns the number of chunks removed."""
+        if not doc_ids:
+            return 0
+        self._materialize()
         ids: list[int] = []
         for doc_id in doc_ids:
             ids += [r[0] for r in self.db.execute("SELECT id FROM chunks WHERE doc_id = ?", (doc_id,))]
@@ -474,12 +501,14 @@ class IndexWriter:
 
     def drop_vectors(self) -> None:
         """Start the vector index afresh (the caller re-adds every article's vectors)."""
+        self._materialize()
         self.vectors = None
 
     def add(self, article: Article, root: str, chunker_key: str, chunks: list[Chunk],
             vectors: np.ndarray) -> None:
         """Insert one article, its chunks and their vectors (one row of `vectors` per chunk)."""
         assert len(chunks) == len(vectors)
+        self._materialize()
         self.db.execute(
             "INSERT INTO articles (doc_id, root, path, title, date, source, url, content_hash, chunker, text, "
             "indexed_at, author, pages) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -501,6 +530,7 @@ class IndexWriter:
 
     def publish(self, embedder: dict, chunker: dict) -> dict:
         """Write vectors and manifest, fsync, and make this state the index. Returns the manifest."""
+        self._materialize()
         self.db.commit()
         # Chunk ids never repeat within one database; --rebuild starts a new one, so reuses nothing.
         previous = self._published / LEXICAL_DIR if self._published is not None else None

@@ -185,14 +185,16 @@ def _fail_copy(monkeypatch):
 
 def _fail_sqlite(monkeypatch):
     """A real SQLITE_FULL: the new state's database may not grow by a single page."""
-    start = rag.store.IndexWriter._start
+    materialize = rag.store.IndexWriter._materialize
 
     def capped(self):
-        start(self)
-        self.db.execute("VACUUM")  # no free pages left to reuse
-        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
-        self.db.execute(f"PRAGMA max_page_count = {pages}")
-    monkeypatch.setattr(rag.store.IndexWriter, "_start", capped)
+        fresh = self.tmp is None
+        materialize(self)
+        if fresh:  # the copy the writer changes
+            self.db.execute("VACUUM")  # no free pages left to reuse
+            pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+            self.db.execute(f"PRAGMA max_page_count = {pages}")
+    monkeypatch.setattr(rag.store.IndexWriter, "_materialize", capped)
 
 
 def _fail_faiss(monkeypatch):

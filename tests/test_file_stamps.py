@@ -45,10 +45,16 @@ def test_unchanged_files_are_not_read_again(tmp_path, trusting, reads):
     folder = _folder(tmp_path)
     first = build_index(tmp_path / "idx", [folder])
     assert first.added == 4 and sorted(reads) == ["a0.txt", "a1.txt", "a2.txt", "a3.txt"]
+    published = (tmp_path / "idx" / "CURRENT").read_text()
+    states = sorted(p.name for p in (tmp_path / "idx").glob("state-*"))
     reads.clear()
     again = build_index(tmp_path / "idx", [folder])
     assert (again.unchanged, again.added, again.updated, again.removed) == (4, 0, 0, 0)
+    assert (again.articles, again.chunks) == (first.articles, first.chunks)
     assert reads == []
+    # Nothing changed, so nothing was written: the same state stays published, no new one appears.
+    assert (tmp_path / "idx" / "CURRENT").read_text() == published
+    assert sorted(p.name for p in (tmp_path / "idx").glob("state-*")) == states
 
 
 def test_a_changed_file_is_read_even_with_its_old_size_and_mtime(tmp_path, trusting, reads):
