@@ -40,7 +40,7 @@ def load(folder: Path, options: formats.Options | None) -> dict[str, FileRecord]
         db = _connect(folder)
         try:
             rows = db.execute("SELECT path, stamp, rel, articles FROM files WHERE settings = ?", (_key(options),))
-            return {path: FileRecord(_tuple(json.loads(stamp)), rel, tuple(tuple(a) for a in json.loads(articles)))
+            return {path: FileRecord(stamp, rel, tuple(map(tuple, json.loads(articles))))
                     for path, stamp, rel, articles in rows}
         finally:
             db.close()
@@ -64,13 +64,9 @@ def save(folder: Path, options: formats.Options | None, before: dict[str, FileRe
             with db:
                 db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in gone])
                 db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?)",
-                               [(path, key, json.dumps(r.stamp), r.rel, json.dumps(r.articles)) for path, r in changed])
+                               [(path, key, r.stamp, r.rel, json.dumps(r.articles)) for path, r in changed])
         finally:
             db.close()
     except (sqlite3.DatabaseError, OSError):
         pass  # only a hint: the next run reads the files again
 
-
-def _tuple(value):
-    """JSON lists back to the nested tuples a stamp is made of."""
-    return tuple(_tuple(v) for v in value) if isinstance(value, list) else value

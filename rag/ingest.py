@@ -87,7 +87,7 @@ class Known:
 class FileRecord:
     """What a file looked like when it was read, and the articles it gave (doc id, hash, locator)."""
 
-    stamp: tuple
+    stamp: str
     rel: str
     articles: tuple[tuple[str, str, str], ...]
 
@@ -171,12 +171,22 @@ def _scan_folder(root: str, out: Scan, seen: _Walk) -> None:
         reason = f"cannot read folder ({err.strerror}); check its permissions"
         out.problems.append(Problem(str(err.filename or root), reason))
 
-    for dirpath, dirnames, filenames in _walk(root, on_error):
+    for dirpath, dirnames, filenames, links in _walk(root, on_error):
         rel_dir = os.path.relpath(dirpath, root)
         dirnames[:] = [d for d in sorted(dirnames) if _enter_folder(os.path.join(dirpath, d), out, root_real)]
+        listed = _Listing(os.path.abspath(dirpath), frozenset(filenames), links)
         for name in sorted(filenames):
             rel = name if rel_dir == "." else os.path.join(rel_dir, name)
-            _scan_walked_file(os.path.join(dirpath, name), rel.replace(os.sep, "/"), out, seen, root_real)
+            _scan_walked_file(os.path.join(dirpath, name), rel.replace(os.sep, "/"), out, seen, root_real, listed)
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """One folder's listing, so that per-file checks need no extra system calls."""
+
+    folder: str  # absolute
+    names: frozenset[str]
+    links: frozenset[str]  # names that are symlinks
 
 
 def _walk(root: str, on_error):
@@ -191,14 +201,16 @@ def _walk(root: str, on_error):
         except OSError as err:
             on_error(err)
             continue
-        dirnames, filenames = [], []
+        dirnames, filenames, links = [], [], set()
         for entry in listed:
             try:
                 is_dir = entry.is_dir()
+                if entry.is_symlink():
+                    links.add(entry.name)
             except OSError:
                 is_dir = False
             (dirnames if is_dir else filenames).append(entry.name)
-        yield top, dirnames, filenames
+        yield top, dirnames, filenames, frozenset(links)
         stack.extend(os.path.join(top, d) for d in reversed(dirnames) if not os.path.islink(os.path.join(top, d)))
 
 
@@ -218,7 +230,7 @@ def _enter_folder(path: str, out: Scan, root_real: str) -> bool:
     return True
 
 
-def _scan_walked_file(path: str, rel: str, out: Scan, seen: _Walk, root_real: str) -> None:
+def _scan_walked_file(path: str, rel: str, out: Scan, seen: _Walk, root_real: str, listed: _Listing) -> None:
     name = os.path.basename(path)
     if name.startswith("."):
         out.skipped_hidden += 1
@@ -232,10 +244,10 @@ def _scan_walked_file(path: str, rel: str, out: Scan, seen: _Walk, root_real: st
     if not _utf8_ok(rel):
         out.problems.append(Problem(path, "file name is not valid UTF-8; rename it"))
         return
-    if os.path.islink(path) and not _inside(path, root_real):
+    if name in listed.links and not _inside(path, root_real):
         out.problems.append(Problem(path, OUTSIDE_ROOT))
         return
-    _scan_file(path, rel, ext, out, seen)
+    _scan_file(path, rel, ext, out, seen, os.path.join(listed.folder, name), name + SIDECAR_SUFFIX in listed.names)
 
 
 def _scan_given_file(path: str, out: Scan, seen: _Walk) -> None:
@@ -293,23 +305,26 @@ def read_file(path: str, rel: str, options: formats.Options | None = None) -> Sc
 RACY_SECONDS = 2.0  # a file changed this recently may change again within the same timestamp tick
 
 
-def _stamp(path: str) -> tuple | None:
-    """(size, mtime, ctime, inode) of the file and of its sidecar; None when too recent to trust."""
+def _stamp(path: str, sidecar: bool | None = None) -> str | None:
+    """Size, mtime, ctime and inode of the file and of its sidecar, as one string; None when the
+    file changed too recently to trust. `sidecar` False: the folder listing shows none."""
     try:
         st = os.stat(path)
     except OSError:
         return None
     if time.time() - max(st.st_mtime, st.st_ctime) < RACY_SECONDS:
         return None
+    stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+    if sidecar is False:
+        return stamp
     try:
         side = os.stat(path + SIDECAR_SUFFIX)
-        sidecar = (side.st_size, side.st_mtime_ns, side.st_ctime_ns, side.st_ino)
     except OSError:
-        sidecar = None
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sidecar)
+        return stamp
+    return f"{stamp}+{side.st_size}:{side.st_mtime_ns}:{side.st_ctime_ns}:{side.st_ino}"
 
 
-def _scan_known(key: str, stamp: tuple | None, rel: str, out: Scan, seen: _Walk) -> bool:
+def _scan_known(key: str, stamp: str | None, rel: str, out: Scan, seen: _Walk) -> bool:
     """Give the articles a file gave last time, if it is unchanged since; False to read it."""
     record = seen.known.get(key) if stamp is not None else None
     if record is None or record.stamp != stamp or record.rel != rel:
@@ -323,9 +338,10 @@ def _scan_known(key: str, stamp: tuple | None, rel: str, out: Scan, seen: _Walk)
     return True
 
 
-def _scan_file(path: str, rel: str, ext: str, out: Scan, seen: _Walk) -> None:
-    key = os.path.abspath(path)
-    stamp = _stamp(path) if seen.known is not None else None
+def _scan_file(path: str, rel: str, ext: str, out: Scan, seen: _Walk, key: str | None = None,
+               sidecar: bool | None = None) -> None:
+    key = key or os.path.abspath(path)
+    stamp = _stamp(path, sidecar)
     if _scan_known(key, stamp, rel, out, seen):
         return
     first = len(out.articles)
