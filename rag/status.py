@@ -15,6 +15,7 @@ from rag.embed import embedder_dir, embedder_identity
 from rag.errors import RagError
 from rag.store import REBUILD_HINT
 from rag.stores import location, open_store
+from rag.vector_index import summary as vector_index_summary
 
 
 def index_status(settings: Settings, deep: bool = False) -> dict:
@@ -35,6 +36,7 @@ def index_status(settings: Settings, deep: bool = False) -> dict:
             articles=manifest["counts"]["articles"],
             chunks=manifest["counts"]["chunks"],
             vectors=manifest["counts"]["vectors"],
+            vector_index=getattr(reader, "vector_index", None) or vector_index_summary(manifest.get("vector_index")),
             embedder=manifest["embedder"]["name"],
             embedder_dim=manifest["embedder"]["dim"],
             chunker=manifest["chunker"],

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag import vector_index
 from rag.errors import IndexBroken, IndexLocked, IndexMissing, RagError
 from rag.filters import Filters, Ranking
 from rag.lexical import LEXICAL_DIR, Lexical, save_lexical, top_indices
@@ -209,9 +210,9 @@ class IndexReader:
         # One query scans the vectors once; OpenMP threads only add barrier waits (at 10k chunks:
         # 13 ms with 2 threads beside a busy process vs 2.5 ms with 1).
         faiss.omp_set_num_threads(default_threads())
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)) if allowed is not None else None
-        scores, ids = index.search(qvec.reshape(1, -1), min(pool, index.ntotal), params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        # Exact index: the same search as always; IVF: nprobe from the file, widened for filters.
+        scores, ids = vector_index.search(index, qvec, pool, allowed)
+        return [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
 
     def _lexical_ranking(self, query: str, pool: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
         if self._lexical is None:
@@ -229,18 +230,26 @@ class IndexReader:
         self.db.close()
 
 
+# File tags of the indexes rag writes, with the fewest bytes a vector takes in each: the exact
+# IndexIDMap2(IndexFlatIP) (float32 vector + int64 id) and IVF-SQ8 (8-bit codes + int64 id).
+_FAISS_TAGS = {b"IxM2": 4, b"IxMp": 4, b"IwSq": 1}
+
+
 def faiss_header(path: Path) -> tuple[int, int]:
-    """(dimension, vector count) from an IndexIDMap2 file header, checking the file is long enough."""
+    """(dimension, vector count) from a FAISS file header, checking the file is long enough.
+
+    Every FAISS index header starts with a 4-byte tag, then d (int32) and ntotal (int64).
+    """
     try:
         with path.open("rb") as f:
             head = f.read(16)
         size = path.stat().st_size
     except OSError as e:
         raise IndexBroken(f"cannot read vector file {path}: {e.strerror}", REBUILD_HINT) from None
-    if len(head) < 16 or head[:4] not in (b"IxM2", b"IxMp"):
+    if len(head) < 16 or head[:4] not in _FAISS_TAGS:
         raise IndexBroken(f"vector file {path} is not a rag FAISS index", REBUILD_HINT)
     dim, count = struct.unpack("<iq", head[4:16])
-    if dim <= 0 or count < 0 or size < count * (dim * 4 + 8):
+    if dim <= 0 or count < 0 or size < count * (dim * _FAISS_TAGS[head[:4]] + 8):
         raise IndexBroken(f"vector file {path} is truncated ({size} bytes for {count} vectors)", REBUILD_HINT)
     return dim, count
 
@@ -341,6 +350,10 @@ def check_vectors(reader: IndexReader) -> None:
     if vectors.ntotal != n_chunks or vectors.d != reader.manifest["embedder"]["dim"]:
         raise IndexBroken(f"index at {reader.path.parent} is inconsistent: {vectors.ntotal} vectors of "
                           f"dimension {vectors.d} for {n_chunks} chunks", REBUILD_HINT)
+    recorded = reader.manifest.get("vector_index", {}).get("type", vector_index.FLAT)  # older: exact
+    if vector_index.kind(vectors) != recorded:
+        raise IndexBroken(f"index at {reader.path.parent} is inconsistent: the manifest says a {recorded} "
+                          f"vector index, the file holds {vector_index.kind(vectors)}", REBUILD_HINT)
 
 
 def _read_manifest(path: Path) -> dict:
@@ -523,10 +536,11 @@ class IndexWriter:
             ids.append(cur.lastrowid)
         if chunks:
             if self.vectors is None:
-                faiss = _faiss()
-                self.vectors = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+                self.vectors = vector_index.new_exact(vectors.shape[1])
             self.vectors.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
                                       np.asarray(ids, dtype=np.int64))
+            # Past the threshold: IVF-SQ8 (trained here, so a big build never holds 1.5 GB of floats).
+            self.vectors = vector_index.maintain(self.vectors)
 
     def publish(self, embedder: dict, chunker: dict) -> dict:
         """Write vectors and manifest, fsync, and make this state the index. Returns the manifest."""
@@ -540,8 +554,8 @@ class IndexWriter:
         self.db.close()
         self.db = None
         if self.vectors is None:
-            faiss = _faiss()
-            self.vectors = faiss.IndexIDMap2(faiss.IndexFlatIP(embedder["dim"]))
+            self.vectors = vector_index.new_exact(embedder["dim"])
+        self.vectors = vector_index.maintain(self.vectors)  # after removals: maybe back to exact
         try:
             _faiss().write_index(self.vectors, str(self.tmp / "vectors.faiss"))
         except RuntimeError as e:  # faiss reports a failed fwrite (disk full) as RuntimeError
@@ -553,6 +567,7 @@ class IndexWriter:
             "embedder": embedder,
             "chunker": chunker,
             "counts": {"articles": n_articles, "chunks": n_chunks, "vectors": int(self.vectors.ntotal)},
+            "vector_index": vector_index.describe(self.vectors),
             "created_at": (self.previous or {}).get("created_at", now),
             "updated_at": now,
             "files": {name: _file_digest(self.tmp / name) for name in ("meta.sqlite", "vectors.faiss")},
