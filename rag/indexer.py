@@ -20,8 +20,8 @@ from rag.chunking import chunk_texts
 from rag.config import Settings
 from rag.embed import Embedder, SentenceTransformerEmbedder, TokenCounter, embedder_dir, embedder_identity
 from rag.errors import UsageError
-from rag.query_embed import ensure_onnx, onnx_path
-from rag.store import IndexWriter
+from rag.query_embed import ensure_onnx, index_embedder, onnx_path
+from rag.store import IndexWriter, same_embedder
 from rag.stores import local_folder, store_writer
 from rag.types import Article
 
@@ -100,7 +100,11 @@ def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
 
     with store_writer(settings, rebuild=rebuild) as writer:
         existing = writer.existing()
-        compatible = writer.previous is None or writer.previous["embedder"] == identity
+        if model_dir is not None and writer.previous is not None:
+            # An index keeps the precision it was built with (older ones: fp32), so an upgrade of rag
+            # never re-embeds a whole archive; --rebuild starts afresh at the default.
+            identity = embedder_identity(model_dir, writer.previous["embedder"].get("precision", "fp32"))
+        compatible = writer.previous is None or same_embedder(writer.previous["embedder"], identity)
         scanned = _read_stale(scanned, existing, chunker_json, compatible, options, stamps_now, summary)
         todo: list[tuple[Article, str]] = []
         for article, root in scanned:
@@ -143,7 +147,8 @@ def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
                 cut = chunk_texts([(a.doc_id, a.text) for a, _ in batch], counter, settings.chunk_tokens,
                                   settings.chunk_overlap)
                 chunked = [(a, r, chunks) for (a, r), chunks in zip(batch, cut, strict=True)]
-                summary.chunks_embedded += _embed_and_add(writer, chunked, embedder, chunker_json, None)
+                summary.chunks_embedded += _embed_and_add(writer, chunked, embedder, chunker_json, None,
+                                                          folder=folder, identity=identity)
                 for i in range(first, min(first + ARTICLE_BATCH, len(todo))):
                     todo[i] = (None, todo[i][1])  # done: let its text go
                 if progress:
@@ -198,10 +203,27 @@ def _from_any(doc_id: str, files: set[str]) -> bool:
 
 
 def _embed_and_add(writer: IndexWriter, chunked, embedder: Embedder, chunker_json: str,
-                   progress: Callable[[int, int], None] | None) -> int:
-    """Embed every chunk in large batches (the embedder sorts by length inside), then store."""
+                   progress: Callable[[int, int], None] | None, folder: Path | None = None,
+                   identity: dict | None = None) -> int:
+    """Embed every chunk in large batches (the embedder sorts by length inside), then store.
+
+    The vectors must be what `identity` (the manifest's embedder) says: for the real model at int8
+    they come from the quantised ONNX export kept in `folder` (the index folder; a store without
+    one gets a temporary folder, exported again each run). Without `identity`, the real model's
+    default precision is assumed (what index_paths publishes when it made the embedder itself)."""
     import numpy as np
 
+    from rag.embed import SentenceTransformerEmbedder as RealModel  # the class, even where tests patch the name
+
+    if isinstance(embedder, RealModel):
+        identity = identity or embedder_identity(embedder.model_dir)
+        folder = folder or getattr(writer, "index_dir", None)
+        if folder is None and identity.get("precision") == "int8":
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="rag-embedder-") as tmp:
+                return _embed_and_add(writer, chunked, embedder, chunker_json, progress, Path(tmp), identity)
+        embedder = index_embedder(folder, embedder, identity)
     texts = [c.text for _, _, chunks in chunked for c in chunks]
     parts = []
     for i in range(0, len(texts), EMBED_BATCH):

@@ -22,6 +22,7 @@ def index_status(settings: Settings, deep: bool = False) -> dict:
     report: dict = {"index": location(settings)}
     try:
         identity = embedder_identity(embedder_dir(settings.embedder))
+        identity.pop("precision")  # the model must match; which export queries use is `rag ask`'s choice
         reader = open_store(settings, identity, load_vectors=deep)
     except RagError as e:
         report.update(consistent=False, problem=e.message, hint=e.hint)

@@ -375,10 +375,22 @@ def _read_manifest(path: Path) -> dict:
     return manifest
 
 
+def same_embedder(built: dict, embedder: dict) -> bool:
+    """Whether vectors made by `embedder` may sit beside (or be searched against) the `built` ones:
+    the same model and, where the caller says, the same precision (older manifests: fp32)."""
+    if any(built.get(k) != embedder.get(k) for k in ("name", "fingerprint", "dim")):
+        return False
+    return "precision" not in embedder or built.get("precision", "fp32") == embedder["precision"]
+
+
 def check_embedder(manifest: dict, embedder: dict) -> None:
     built = manifest["embedder"]
-    keys = ("name", "fingerprint", "dim")
-    if any(built.get(k) != embedder.get(k) for k in keys):
+    model_only = {k: v for k, v in embedder.items() if k != "precision"}
+    if same_embedder(built, model_only) and not same_embedder(built, embedder):
+        raise IndexBroken(f"index was built at {built.get('precision', 'fp32')} precision, but queries would be "
+                          f"embedded at {embedder['precision']} (the matching ONNX export is missing?)",
+                          "run `rag index PATH...` again to restore the export, or `rag index --rebuild PATH...`")
+    if not same_embedder(built, embedder):
         raise IndexBroken(f"index was built with embedder {built.get('name')} ({built.get('fingerprint')}), "
                           f"but the configured one is {embedder.get('name')} ({embedder.get('fingerprint')})",
                           "use the same embedder, or `rag index --rebuild PATH...`")

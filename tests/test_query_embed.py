@@ -99,7 +99,7 @@ def test_batching_and_cache_do_not_change_vectors(model_dir, exported):
 
 @pytest.mark.slow
 def test_same_top10_on_gold_questions(fast, real_embedder, sample_index):
-    from rag.retrieve import Retriever
+    from rag.retrieve import Ranking, Retriever
     from rag.store import open_index
 
     questions = [json.loads(line)["question"] for line in GOLD.read_text().splitlines() if line.strip()]
@@ -108,8 +108,8 @@ def test_same_top10_on_gold_questions(fast, real_embedder, sample_index):
         slow_r, fast_r = Retriever(reader, real_embedder.embed), Retriever(reader, fast.embed)
         for q in questions:
             assert [h.chunk_id for h in fast_r.search(q, k=10)] == [h.chunk_id for h in slow_r.search(q, k=10)], q
-            dense = [r._dense_ranks(np.asarray(e([q])[0]), 10, None) for r, e in
-                     ((slow_r, real_embedder.embed), (fast_r, fast.embed))]
+            dense = [r.store.ranking(np.asarray(e([q])[0], dtype=np.float32), q, Ranking("dense", 10, None))
+                     for r, e in ((slow_r, real_embedder.embed), (fast_r, fast.embed))]
             assert [cid for cid, _ in dense[0]] == [cid for cid, _ in dense[1]], q
     finally:
         reader.close()
@@ -153,7 +153,9 @@ def test_index_exports_once_and_noop_reindex_loads_no_model(tmp_path, corpus, ex
         shutil.copyfile(exported, index / exported.name)
     settings = Settings(index=str(index))
     indexer.index_paths([str(corpus)], settings)
-    assert (index / "CURRENT").is_file() and list(index.glob("embedder-*.onnx")) == [index / exported.name]
+    int8 = exported.name.replace(".onnx", ".int8.onnx")  # made from the fp32 one to embed the chunks
+    assert (index / "CURRENT").is_file()
+    assert set(index.glob("embedder-*.onnx")) == {index / exported.name, index / int8}
 
     def no_model(*args, **kwargs):
         raise AssertionError("a no-op re-index loaded a model")
