@@ -38,6 +38,7 @@ from rag.errors import EXIT_OK, RagError, UsageError
 from rag.evidence import key_terms
 from rag.llm import GenerationConfig, load_model
 from rag.retrieve import Filters
+from rag.stores import local_folder, location
 from rag.types import Answer, Citation
 from rag.words import content_tokens
 
@@ -251,7 +252,7 @@ class ChatSession:
     def toolbar(self) -> str:
         """Most-changed first: a narrow terminal cuts the end of the line."""
         return (f" mode {self.mode} │ k {self.k} │ filters {self.filters.describe()} │ model {self.model_name} │ "
-                f"index {self.pipeline.settings.index} │ Esc+Enter newline, /help")
+                f"index {location(self.pipeline.settings)} │ Esc+Enter newline, /help")
 
     @property
     def last(self) -> Turn | None:
@@ -546,7 +547,7 @@ def _rank(rank: int | None) -> str:
 def export_markdown(session: ChatSession) -> str:
     """The conversation as Markdown: one section per question, [n] markers as footnotes [^m]."""
     lines = ["# rag chat", "",
-             f"- index: `{session.pipeline.settings.index}`",
+             f"- index: `{location(session.pipeline.settings)}`",
              f"- model: {session.model_name}",
              f"- exported: {datetime.now().strftime('%Y-%m-%d %H:%M')}", ""]
     footnotes: dict[tuple, int] = {}  # (doc_id, start, end) -> footnote number
@@ -728,9 +729,9 @@ def run(settings, filters: Filters, *, history: str | None = None, rewrite: str 
             run_plain(session, stdin)
             return EXIT_OK
         counts = pipeline.reader.manifest.get("counts", {})
-        print(f"rag chat: {counts.get('articles', '?')} articles in {settings.index}, model {session.model_name}. "
+        print(f"rag chat: {counts.get('articles', '?')} articles in {location(settings)}, model {session.model_name}. "
               "/help for commands, Ctrl-D to quit.", file=sys.stderr)
-        run_tty(session, Path(history) if history else default_history_path(settings.index))
+        run_tty(session, Path(history) if history else default_history_path(str(local_folder(settings))))
         return EXIT_OK
     finally:
         pipeline.close()

@@ -27,6 +27,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", metavar="DIR", help="index folder (default ./index; env RAG_INDEX)")
+    p.add_argument("--store", metavar="URI", help="keep the index in Milvus instead: milvus://HOST:PORT[/NAME] "
+                   "(env RAG_STORE; token from RAG_MILVUS_TOKEN); NAME prefixes the collections (default rag)")
     p.add_argument("--config", metavar="FILE", help="TOML settings file (default ./rag.toml if present)")
 
 
@@ -137,7 +139,7 @@ def _generation_options(p: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace):
     from rag.config import load_settings
 
-    flags = {k: getattr(args, k, None) for k in ("index", "chunk_tokens", "chunk_overlap", "embedder",
+    flags = {k: getattr(args, k, None) for k in ("index", "store", "chunk_tokens", "chunk_overlap", "embedder",
                                                   "k", "mode", "model", "llm_url", "llm_model")}
     return load_settings(flags, getattr(args, "config", None))
 
@@ -153,7 +155,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.json:
         data = asdict(summary)
         data["problems"] = [asdict(p) for p in summary.problems]
-        data["index"] = settings.index
+        data["index"] = settings.store or settings.index
         print(json.dumps(data))
         return EXIT_OK
     skipped = summary.skipped_hidden + summary.skipped_unsupported
@@ -171,7 +173,7 @@ def cmd_index(args: argparse.Namespace) -> int:
               f"{len(summary.problems)} with problems (listed on stderr){records}")
     if summary.kept_unreadable:
         print(f"kept {summary.kept_unreadable} articles indexed earlier from files that could not be read now")
-    print(f"index {settings.index}: {summary.articles} articles, {summary.chunks} chunks")
+    print(f"index {settings.store or settings.index}: {summary.articles} articles, {summary.chunks} chunks")
     return EXIT_OK
 
 

@@ -20,6 +20,7 @@ MODES = ("llm", "extractive", "baseline")
 @dataclass(frozen=True)
 class Settings:
     index: str = "index"  # index directory
+    store: str | None = None  # milvus://HOST:PORT[/NAME] (token from RAG_MILVUS_TOKEN); None = the folder `index`
     model: str | None = None  # GGUF path; None = the bundled SmolLM2-135M-Instruct
     embedder: str | None = None  # sentence-transformers folder; None = bundled MiniLM
     chunk_tokens: int = 200  # embedder tokens per chunk (MiniLM's limit is 256 incl. specials)
@@ -48,11 +49,15 @@ class Settings:
             raise UsageError("chunk_overlap must be at least 0 and under half of chunk_tokens")
         if self.max_answer_tokens < 8 or self.n_ctx < 256:
             raise UsageError("max_answer_tokens must be >= 8 and n_ctx >= 256")
+        if self.store:
+            from rag.stores import parse_store  # a bad store URI is a usage error before anything loads
+
+            parse_store(self.store)
         return self
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}
-OPTIONAL = ("model", "embedder", "cache_dir", "llm_url", "llm_model", "llm_api_key")
+OPTIONAL = ("store", "model", "embedder", "cache_dir", "llm_url", "llm_model", "llm_api_key")
 
 
 def _coerce(name: str, value: Any, origin: str) -> Any:

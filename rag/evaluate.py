@@ -560,7 +560,7 @@ def eval_config(pipeline, mode: str, k: int, gold_path: str) -> dict:
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"mode": mode, "k": k, "model": model, "embedder": pipeline.embedder.identity,
-            "index": str(pipeline.settings.index), "gold": gold_path, "git_commit": commit,
+            "index": str(pipeline.settings.store or pipeline.settings.index), "gold": gold_path, "git_commit": commit,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 

@@ -240,6 +240,9 @@ class Pipeline:
 
     def _citation(self, e: Evidence) -> Citation:
         article = self.reader.article(e.doc_id)
+        if article is None:  # a store that changes in place (Milvus) while `rag index` rewrites it
+            raise RagError(f"article {e.doc_id} changed while answering (`rag index` is updating the index)",
+                           "ask again")
         return Citation(n=e.n, doc_id=e.doc_id, chunk_id=e.chunk_id, title=e.title, date=e.date,
                         source=e.source, start=e.start, end=e.end, quote=article.text[e.start:e.end],
                         score=e.score, also_reported_by=list(e.also_reported_by), url=article.url,

@@ -44,7 +44,6 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from rag.config import Settings
 from rag.errors import IndexBroken, IndexLocked, IndexMissing, ModelError, RagError, UsageError
@@ -853,11 +852,13 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
 def _run(app, sock: socket.socket, answerer: Answerer, host: str, token: str | None) -> None:
     import uvicorn
 
+    from rag.stores import location
+
     _quiet_uvicorn_logs()
     port = sock.getsockname()[1]
     where = f"[{host}]" if ":" in host else host
     counts = answerer.live.counts
-    log(f"answering from {Path(answerer.settings.index).resolve()} ({answerer.live.state}: {counts['articles']} "
+    log(f"answering from {location(answerer.settings)} ({answerer.live.state}: {counts['articles']} "
         f"articles, {counts['chunks']} chunks) on http://{where}:{port} (mode {answerer.settings.mode}, "
         f"{answerer.workers} worker processes{', bearer token required' if token else ''}); API at /docs")
     config = uvicorn.Config(app, log_config=None, access_log=False, server_header=False, lifespan="off",

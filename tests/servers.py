@@ -11,6 +11,10 @@ bundled SmolLM2-135M GGUF, on 127.0.0.1 and a free port, and yields its base URL
 ("http://127.0.0.1:PORT/v1"). It runs in a pytest temporary folder with HOME and the cache folders
 pointed there, so it writes nothing elsewhere, and it is stopped when the session ends.
 
+`milvus_server` runs `milvus-lite server --host 127.0.0.1 --port PORT --data-dir DIR` (a free port,
+a pytest temporary folder) and yields "milvus://127.0.0.1:PORT"; with MILVUS_URI set it yields that
+Milvus instead. `MilvusLite` is the same server as an object that tests can kill -9 and restart.
+
 One difference from a plain `python -m llama_cpp.server`: the server is started under
 rag.llm._no_amx_repack(), the same work-around LlamaModel loads with. On CPUs with AMX the stock
 server loads the model and then segfaults on its first chat request (ggml-org/llama.cpp#20824;
@@ -156,3 +160,88 @@ def llm_server(tmp_path_factory) -> Iterator[str]:
     """llama-cpp-python's server on the bundled GGUF with n_ctx 2048; yields "http://127.0.0.1:PORT/v1"."""
     with running_llm_server(tmp_path_factory.mktemp("llm-server")) as url:
         yield url
+
+
+# --- Milvus -------------------------------------------------------------------------------------
+
+MILVUS_START_TIMEOUT = 60.0
+
+
+def milvus_answers(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a Milvus answers a call on host:port (a fresh client each time, short timeout)."""
+    try:
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=f"http://{host}:{port}", timeout=2,
+                              grpc_options={"grpc.keepalive_permit_without_calls": False})
+        client.list_collections(timeout=2)
+        client.close()
+        return True
+    except Exception:
+        return False
+
+
+class MilvusLite:
+    """`milvus-lite server --host 127.0.0.1 --port PORT --data-dir DIR` as a real process.
+
+    `kill()` sends SIGKILL; `start()` again reuses the same data folder and port (a restart)."""
+
+    def __init__(self, folder: Path, port: int | None = None):
+        self.folder = folder
+        self.data = folder / "data"
+        self.port = port or free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"milvus://127.0.0.1:{self.port}"
+
+    def start(self) -> MilvusLite:
+        if importlib.util.find_spec("milvus_lite") is None or importlib.util.find_spec("pymilvus") is None:
+            pytest.skip("the Milvus tests need milvus-lite and pymilvus: pip install -e '.[milvus]'")
+        log = self.folder / "milvus.log"
+        script = Path(sys.executable).with_name("milvus-lite")  # the console script beside this python
+        launcher = [str(script)] if script.is_file() else \
+            [sys.executable, "-c", "import sys; from milvus_lite.cmdline import main; sys.exit(main())"]
+        # Always --host: milvus-lite listens on every interface by default.
+        command = [*launcher, "server", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data)]
+        with open(log, "ab") as err:
+            self.process = subprocess.Popen(command, cwd=self.folder, stdin=subprocess.DEVNULL, stdout=err,
+                                            stderr=err)
+        deadline = time.monotonic() + MILVUS_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"milvus-lite exited with code {self.process.returncode}; its log ends:\n{_tail(log)}",
+                            pytrace=False)
+            if milvus_answers(self.port):
+                return self
+            time.sleep(0.2)
+        stop(self.process)
+        pytest.fail(f"milvus-lite did not answer within {MILVUS_START_TIMEOUT:g} s; its log ends:\n{_tail(log)}",
+                    pytrace=False)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: nothing is flushed or closed."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(STOP_TIMEOUT)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+
+
+@pytest.fixture(scope="session", name="milvus_server")
+def milvus_server(tmp_path_factory) -> Iterator[str]:
+    """A Milvus for the session: "milvus://HOST:PORT". `MILVUS_URI` (milvus://HOST:PORT or
+    http://HOST:PORT) names a real one to use instead; else milvus-lite on 127.0.0.1 and a free port."""
+    real = os.environ.get("MILVUS_URI", "").strip()
+    if real:
+        address = real.split("://", 1)[-1].split("/", 1)[0]
+        yield f"milvus://{address}"
+        return
+    server = MilvusLite(tmp_path_factory.mktemp("milvus-server")).start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
