@@ -87,6 +87,7 @@ def index_paths(paths: list[str], settings: Settings, *, rebuild: bool = False,
                 continue
             seen.add(article.doc_id)
             scanned.append((article, root))
+        scan.articles.clear()  # `scanned` holds them now; it lets each go once it is stored
     if not scanned:
         why = "; ".join(f"{p.path}: {p.reason}" for p in summary.problems[:3]) or "no articles found"
         raise UsageError(f"nothing to index in {', '.join(paths)} ({why})",
