@@ -7,6 +7,7 @@ Endpoints:
     POST /v1/ask/stream  the same as server-sent events: `token` events (llm draft pieces), one `answer`
     GET  /v1/status      `rag status --json` of the published index, plus "server": mode, workers, queue
     GET  /healthz        {"ok": true}, never behind the token; /docs and /openapi.json from FastAPI
+                         (Swagger UI's own files served by rag: the page works offline)
 
 Every error is {"error": "one line: what is wrong and what to do"} with its HTTP status.
 
@@ -491,9 +492,10 @@ def _problem(message: str) -> str:
 
 def create_app(answerer: Answerer, token: str | None):
     """The FastAPI app, wrapped in the guard that checks the token and the body size."""
-    from fastapi import FastAPI, Request
+    from fastapi import Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response, StreamingResponse
+    from fastapi_offline import FastAPIOffline  # /docs with Swagger UI's files served here, not from a CDN
     from starlette.exceptions import HTTPException
 
     from rag import __version__
@@ -505,7 +507,7 @@ def create_app(answerer: Answerer, token: str | None):
               for code, text in ((400, "malformed JSON"), (401, "missing or wrong bearer token"),
                                  (413, "body over 64 KB"), (422, "invalid fields"),
                                  (503, "index or model unusable, or too many questions waiting"))}
-    app = FastAPI(title="rag", version=__version__, description="Citation-first question answering over the "
+    app = FastAPIOffline(title="rag", version=__version__, description="Citation-first question answering over the "
                   "indexed news articles. Every error is {\"error\": \"one line\"}.")
 
     @app.exception_handler(RequestValidationError)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -343,6 +344,12 @@ def test_status_healthz_and_the_openapi_page(extractive_server, served_index):
     assert status == 200 and {"/v1/ask", "/v1/ask/stream", "/v1/status", "/healthz"} <= set(paths)
     status, headers, body = request(url, "GET", "/docs")
     assert status == 200 and headers["content-type"].startswith("text/html") and b"openapi.json" in body
+    # Offline: the page's script and style come from this server, never from a CDN.
+    assets = re.findall(rb'(?:src|href)="(/[^"]+\.(?:js|css))"', body)
+    assert len(assets) >= 2 and b"http" not in b" ".join(re.findall(rb'(?:src|href)="([^"]+)"', body))
+    for asset in assets:
+        status, _, content = request(url, "GET", asset.decode())
+        assert status == 200 and len(content) > 10_000, asset
 
 
 @pytest.mark.slow
