@@ -33,7 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.embed import Embedder, SentenceTransformerEmbedder, embedder_identity, supports_onnx  # noqa: F401
+from rag.embed import (  # noqa: F401
+    Embedder,
+    SentenceTransformerEmbedder,
+    default_precision,
+    embedder_identity,
+    supports_onnx,
+)
 
 BATCH = 32  # texts per onnxruntime call, after sorting by length so little padding is computed
 INDEX_BATCH = 1  # at index time, one text per call: int8 activations are scaled per call, so a chunk's vector
@@ -132,14 +138,16 @@ def query_embedder(index_dir: str | Path, model_dir: Path) -> Embedder:
     int8 index: the int8 export (made again from the model if it is missing, which needs torch once).
     fp32 index: the fp32 export, else sentence-transformers. Without a manifest in the folder (a
     Milvus store keeps only its exports here) the int8 export is used when it is there, as `rag
-    index` made it for that store. If nothing fits, sentence-transformers at fp32, whose identity
-    then says fp32 so that the store can refuse it for an int8 index.
+    index` made it for that store, or made now: a store's precision is the model's default. If nothing
+    fits, sentence-transformers at fp32, whose identity says fp32 so that the store can refuse it.
     """
     precision = index_precision(index_dir)
-    if precision is None:
-        precision = "int8" if onnx_path(index_dir, embedder_identity(model_dir, "int8")).is_file() else "fp32"
+    if precision is None:  # no manifest here (Milvus): what `rag index` gives this model, int8 for MiniLM
+        precision = default_precision(model_dir)
     path = onnx_path(index_dir, embedder_identity(model_dir, precision))
     if precision == "int8" and not path.is_file() and supports_onnx(model_dir):
+        # First question on this machine (a client of a shared store): make the export once, here.
+        Path(index_dir).mkdir(parents=True, exist_ok=True)
         ensure_onnx(index_dir, SentenceTransformerEmbedder(model_dir))
     if path.is_file():
         try:

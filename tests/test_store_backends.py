@@ -217,6 +217,13 @@ def test_cli_index_and_ask_through_milvus(milvus_server, tmp_path):
             assert text[citation["start"]:citation["end"]] == citation["quote"]
     finally:
         reader.close()
+    # Another machine: no local files at all (a fresh cache folder); the same answer from Milvus alone.
+    elsewhere = subprocess_env(RAG_CACHE_DIR=str(tmp_path / "other-machine-cache"))
+    again = subprocess.run([*run, "ask", "--json", "--store", store, "What did the US urge Pakistan to do?",
+                            "--mode", "extractive"], cwd=neutral_cwd(), env=elsewhere, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["citations"] == answer["citations"]
     status = subprocess.run([*run, "doctor", "--json", "--store", store], cwd=neutral_cwd(), env=env,
                             capture_output=True, text=True, timeout=300)
     assert status.returncode == 0, status.stderr
