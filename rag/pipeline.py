@@ -18,12 +18,10 @@ from datetime import date
 
 from rag import citations, evidence, policy, prompts
 from rag.config import MODES, Settings
-from rag.embed import embedder_dir
 from rag.errors import RagError, UsageError
 from rag.llm import LLM, GenerationConfig, load_model, resolve_model_path
-from rag.query_embed import query_embedder
 from rag.retrieve import Filters, Retriever
-from rag.stores import local_folder, open_store
+from rag.stores import open_store, query_embedder_for
 from rag.types import Answer, Citation, Evidence, Retrieved, Sentence
 from rag.words import content_tokens
 
@@ -70,7 +68,7 @@ class Pipeline:
         if preload_llm and llm is None:
             self._start_loading()
         try:
-            self.embedder = embedder or query_embedder(local_folder(settings), embedder_dir(settings.embedder))
+            self.embedder = embedder or query_embedder_for(settings)
             self.reader = open_store(settings, self.embedder.identity)
         except BaseException:
             self._drop_loading()

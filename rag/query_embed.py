@@ -36,7 +36,6 @@ import numpy as np
 from rag.embed import (  # noqa: F401
     Embedder,
     SentenceTransformerEmbedder,
-    default_precision,
     embedder_identity,
     supports_onnx,
 )
@@ -132,18 +131,19 @@ def index_precision(index_dir: str | Path) -> str | None:
         return None
 
 
-def query_embedder(index_dir: str | Path, model_dir: Path) -> Embedder:
+def query_embedder(index_dir: str | Path, model_dir: Path, precision: str | None = None) -> Embedder:
     """The embedder whose vectors match the index's: its ONNX export at the index's precision.
 
     int8 index: the int8 export (made again from the model if it is missing, which needs torch once).
     fp32 index: the fp32 export, else sentence-transformers. Without a manifest in the folder (a
     Milvus store keeps only its exports here) the int8 export is used when it is there, as `rag
-    index` made it for that store, or made now: a store's precision is the model's default. If nothing
+    index` made it for that store; a caller that knows the store's precision passes it, and a missing
+    int8 export is then made here (a client of a shared store, on its first question). If nothing
     fits, sentence-transformers at fp32, whose identity says fp32 so that the store can refuse it.
     """
-    precision = index_precision(index_dir)
-    if precision is None:  # no manifest here (Milvus): what `rag index` gives this model, int8 for MiniLM
-        precision = default_precision(model_dir)
+    precision = precision or index_precision(index_dir)
+    if precision is None:  # no index here: an export left by `rag index`, else nothing to make
+        precision = "int8" if onnx_path(index_dir, embedder_identity(model_dir, "int8")).is_file() else "fp32"
     path = onnx_path(index_dir, embedder_identity(model_dir, precision))
     if precision == "int8" and not path.is_file() and supports_onnx(model_dir):
         # First question on this machine (a client of a shared store): make the export once, here.

@@ -148,13 +148,10 @@ class LiveIndex:
     """The published state of the index, reopened when `rag index` publishes a new one."""
 
     def __init__(self, settings: Settings, embedder=None, llm=None):
-        from rag.embed import embedder_dir
-        from rag.query_embed import query_embedder
-        from rag.stores import local_folder
+        from rag.stores import query_embedder_for
 
         self.settings = settings
-        self.embedder = embedder or LockedEmbedder(
-            query_embedder(local_folder(settings), embedder_dir(settings.embedder)))
+        self.embedder = embedder or LockedEmbedder(query_embedder_for(settings))
         self.llm = llm
         self._lock = threading.Lock()
         self._failed: str | None = None  # a published state that would not open: not retried

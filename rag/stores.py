@@ -148,3 +148,17 @@ def local_folder(settings: Settings) -> Path:
     except OSError:
         pass  # then no fast query embedder is kept: queries load sentence-transformers instead
     return folder
+
+
+def query_embedder_for(settings: Settings):
+    """The embedder for questions to this store, at the precision its vectors were made with.
+
+    A Milvus store's vectors have the model's default precision (there are no older Milvus stores):
+    a client with no local files makes that export on its first question. The file store's own
+    manifest says which."""
+    from rag.embed import default_precision, embedder_dir
+    from rag.query_embed import query_embedder
+
+    model_dir = embedder_dir(settings.embedder)
+    precision = default_precision(model_dir) if milvus_target(settings) is not None else None
+    return query_embedder(local_folder(settings), model_dir, precision)

@@ -48,7 +48,7 @@ def use_shaped_embedder(monkeypatch) -> None:
 
     monkeypatch.setattr(rag.indexer, "SentenceTransformerEmbedder", lambda *a, **k: shaped_embedder())
     monkeypatch.setattr(rag.indexer, "ensure_onnx", lambda *a, **k: None)  # no ONNX export
-    monkeypatch.setattr(rag.pipeline, "query_embedder", lambda *a, **k: shaped_embedder())  # what Pipeline builds
+    monkeypatch.setattr(rag.pipeline, "query_embedder_for", lambda *a, **k: shaped_embedder())  # what Pipeline builds
 
 
 def build_index(index_dir: Path, paths: list[Path], embedder=None, **settings):

@@ -139,7 +139,7 @@ class BlockingLLM(FakeLLM):
 
 llm = BlockingLLM().enqueue(ANSWER, ANSWER)
 rag.pipeline.load_model = lambda *a, **k: llm
-rag.pipeline.query_embedder = lambda *a, **k: shaped_embedder()
+rag.pipeline.query_embedder_for = lambda *a, **k: shaped_embedder()
 sys.exit(main(sys.argv[1:]))
 """
 
