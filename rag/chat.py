@@ -7,7 +7,7 @@ Two layers, so the behaviour can be tested without a terminal:
 - `run_tty()` wraps it in a prompt-toolkit PromptSession (history file, Esc+Enter for a newline,
   slash-command completion, a bottom toolbar); `run_plain()` reads piped lines with no escape codes.
 
-Follow-ups ("and what did China do?") are rewritten into a standalone retrieval query by
+Follow-ups ("and what did the union do?") are rewritten into a standalone retrieval query by
 `rewrite_followup()`, a deterministic rule over the previous turn's names and topic words: the
 default 135M model answers the rewrite prompt instead of rewriting, so the model is used for
 rewriting only when asked (`--rewrite llm`).
@@ -127,8 +127,8 @@ def rewrite_followup(question: str, history: list[str]) -> str:
     fragments ("and in 2019?") put X in place of the previous query's first name of the same kind
     (a year for a year), or append it. Otherwise the previous query's names are added in
     parentheses (its topic words when it has no names); a name of the question's own takes the
-    place of the previous subject, so "and what did China do?" after "What did the US urge
-    Pakistan to do?" searches "what did China do? (Pakistan)".
+    place of the previous subject, so "and what did the union do?" after "What did the council ask
+    the mayor to do?" searches "what did the union do? (mayor)".
     """
     q = " ".join(question.split())
     if not history or not is_followup(q):
@@ -144,7 +144,7 @@ def rewrite_followup(question: str, history: list[str]) -> str:
     # Measured on follow-up pairs: topic words on top of the names drown the question's own words.
     context = _names(previous) or _topic_words(previous)
     if key_terms(core) and _names(previous) and not _PRONOUN_SUBJECT.match(core):
-        # "and what did China do?": China takes the previous subject's place. With a pronoun
+        # "and what did the union do?": the union takes the previous subject's place. With a pronoun
         # ("when was it added to the UN list?") the previous subject is still the topic.
         context = context[1:]
     context = [t for t in context if not _mentioned(t, core)]
@@ -346,7 +346,7 @@ class ChatSession:
         for name, (args, what) in COMMANDS.items():
             left = f"/{name} {args}".rstrip()
             self.say(f"{left:<{width}}  {what}" if len(left) <= width else f"{left}\n{'':<{width}}  {what}")
-        self.say("Ask a question on its own line; follow-ups (\"and what did China do?\") use the conversation. "
+        self.say("Ask a question on its own line; follow-ups (\"and what did the union do?\") use the conversation. "
                  "Esc+Enter inserts a newline, Ctrl-C cancels an answer, Ctrl-D quits.")
 
     def _cmd_quit(self, arg: str) -> bool:

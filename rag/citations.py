@@ -339,7 +339,7 @@ def _drop_duplicates(sentences: list[Sentence], notes: list[str]) -> list[Senten
 def render(sentences: list[Sentence]) -> str:
     """The answer text, markers placed right before each sentence's final punctuation.
 
-    "The US urged Pakistan to punish those responsible [1][2]." A sentence ending in a closing
+    "The council urged the firm to pay the fine [1][2]." A sentence ending in a closing
     quote or bracket gets its markers after it ('He said "go." [1]'), and one without final
     punctuation (a heading quoted as evidence) gets a period, so the answer reads as prose and
     parse_answer(render(s)) gives the same sentences and ids back.

@@ -120,7 +120,7 @@ def _answer_options(p: argparse.ArgumentParser) -> None:
     _generation_options(p)
     p.add_argument("--since", metavar="DATE", help="only articles dated on or after DATE (YYYY-MM-DD)")
     p.add_argument("--until", metavar="DATE", help="only articles dated on or before DATE")
-    p.add_argument("--source", metavar="NAME", help="only articles from this source (e.g. AFP)")
+    p.add_argument("--source", metavar="NAME", help="only articles from this source (e.g. 'Wire Service')")
     p.add_argument("--doc", metavar="ID", action="append", default=[], help="only this doc id (repeatable)")
 
 

@@ -93,7 +93,7 @@ def candidates(hits: list[Hit]) -> list[Candidate]:
     out: list[Candidate] = []
     for hit in hits:
         for s, e in sentence_spans(hit.text):
-            s += date_header_length(hit.text[s:e])  # "date 2019-02-20 WASHINGTON ..." quotes from WASHINGTON
+            s += date_header_length(hit.text[s:e])  # "date 2019-02-20 SPRINGFIELD ..." quotes from SPRINGFIELD
             start, end = hit.start + s, hit.start + e
             text = hit.text[s:e]
             if (hit.doc_id, start) in seen or len(text.split()) < policy.MIN_WORDS or _is_heading(text):

@@ -55,9 +55,9 @@ URL_KEYS = ("url",)
 
 # A credited agency or publisher, by shape rather than by a table of names: one to five words,
 # each capitalised (small joining words such as "of" and "the" aside), letters, hyphens, dots
-# and ampersands only. "AFP", "Reuters", "Agence France-Presse", "Press Trust of India".
+# and ampersands only. "ABC", "Wire Service", "Example News Agency", "Press Union of Somewhere".
 CREDIT_MAX_CHARS = 40
-ACRONYM_MAX = 6  # a bare all-caps sign-off word this short reads as an acronym ("PTI", "XINHUA")
+ACRONYM_MAX = 6  # a bare all-caps sign-off word this short reads as an acronym ("ABC", "WIREX")
 
 @dataclass
 class Problem:
@@ -675,7 +675,7 @@ _MONTH = (
 )
 _PLACE = r"(?:[A-Za-z][A-Za-z .'’/-]{0,40}?[ \t]*(?:\([^()\n]{1,30}\)[ \t]*)?[,:–—-][ \t]*)?"
 _WEEKDAY = r"(?:(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day,?[ \t]+)?"
-# "WASHINGTON, Feb. 20, 2019 (Reuters) -", "May 1, 2025", "LONDON, 20 February 2019": a year is required.
+# "SPRINGFIELD, Feb. 20, 2019 (Wire) -", "May 1, 2025", "RIVERTON, 20 February 2019": a year is required.
 _DATELINES = [
     re.compile(
         rf"\A\s*{_PLACE}{_WEEKDAY}(?P<mon>{_MONTH})[ \t]+(?P<day>\d{{1,2}})(?:st|nd|rd|th)?,?[ \t]+"
@@ -772,10 +772,10 @@ def _dateline_date(body: str) -> str | None:
 
 
 def _dateline_source(body: str) -> str | None:
-    """A credit in parentheses in the dateline: "WASHINGTON (AFP) - ...", "DELHI (PTI): ...".
+    """A credit in parentheses in the dateline: "SPRINGFIELD (ABC) - ...", "RIVERTON (XYZ): ...".
 
     The text before it must read as a dateline (no lower-case letters) unless a dash or colon
-    follows the parentheses ("Washington (Reuters) - "); "told the Associated Press (AP) on
+    follows the parentheses ("Springfield (Wire) - "); "told the Associated Press (AP) on
     Monday" is prose, not a credit.
     """
     head = body[:300].lstrip()[:150].split("\n", 1)[0]
@@ -788,7 +788,7 @@ def _dateline_source(body: str) -> str | None:
 
 
 def _signoff_source(text: str) -> str | None:
-    """A last line that only credits an agency: "PTI", "AGENCE FRANCE-PRESSE", "(Reuters)", "-- AP".
+    """A last line that only credits an agency: "ABC", "EXAMPLE NEWS AGENCY", "(Wire)", "-- XYZ".
 
     A bare line must be upper case, and one word of at most ACRONYM_MAX letters or several
     words; bracketed or dash-led, any credit shape will do. A bare "Advertisement" or
@@ -811,8 +811,8 @@ _CREDIT_WORD = re.compile(r"[A-Z][A-Za-z.&'’-]*|&")
 def _credit_name(name: str) -> str | None:
     """`name` tidied if it has the shape of an agency or publisher credit, else None.
 
-    Upper-case names longer than an acronym are title-cased ("AGENCE FRANCE-PRESSE" ->
-    "Agence France-Presse"); acronyms and mixed case stay as written.
+    Upper-case names longer than an acronym are title-cased ("EXAMPLE NEWS AGENCY" ->
+    "Example News Agency"); acronyms and mixed case stay as written.
     """
     words = name.split()
     if not 1 <= len(words) <= 5 or len(name) > CREDIT_MAX_CHARS:

@@ -41,7 +41,7 @@ _PATTERNS = [
     r"^\s*(respond|reply|answer|output|repeat) (with|the|your|only|exactly)\b|"
     r"\b(translate|append|format)\b.{0,20}\byour (answer|response|reply)\b|"
     r"\"role\"\s*:\s*\"(system|assistant|developer)\"",
-    # A fake evidence line as the prompt numbers them ("[2] (2025-01-01, AFP) ..."), the prompt's
+    # A fake evidence line as the prompt numbers them ("[2] (2025-01-01, Wire Service) ..."), the prompt's
     # delimiters (<<<SOURCES), and a completed exchange on one line ("Q: ...? A: ...").
     r"\[\d+\]\s*\((\d{4}-\d\d-\d\d|undated|date unknown)\b|<{3,}|>{3,}|\bQ:[^\n]*\?[ \t]*A:[ \t]",
 ]

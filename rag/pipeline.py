@@ -35,7 +35,7 @@ _HAS_WORD = re.compile(r"\w")
 def check_question(question: str) -> str:
     """The question, trimmed; a UsageError for one that cannot be asked."""
     q = " ".join(question.split())
-    example = 'e.g. rag ask "What did the US urge Pakistan to do?"'
+    example = 'e.g. rag ask "What did the council decide?"'
     if not q:
         raise UsageError("the question is empty", example)
     if len(q) > MAX_QUESTION_CHARS:

@@ -46,8 +46,8 @@ INDEX_BATCH = 1  # at index time, one text per call: int8 activations are scaled
 CACHE = 4096  # vectors kept per process: chat turns see many of the same evidence sentences again
 MIN_COSINE = 0.9999  # an fp32 export must agree this well with sentence-transformers to be kept
 MIN_COSINE_INT8 = 0.98  # the int8 export must agree this well with the fp32 one (measured: 0.988-0.999)
-_PROBES = ["What did the US urge Pakistan to do?", "Ünïcødé, numbers 1,234.5 and 日本語",
-           "short", "A longer sentence about the attack in Kashmir that killed more than 40 troops. " * 8]
+_PROBES = ["What did the council decide about the harbour?", "Ünïcødé, numbers 1,234.5 and 日本語",
+           "short", "A longer sentence about the storm that closed the port for more than 40 hours. " * 8]
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 

@@ -88,7 +88,7 @@ class Retriever:
         self.embed_query = embed_query
 
     def named_publishers(self, query: str) -> list[str]:
-        """The indexed articles' publishers that the query names ("according to Reuters")."""
+        """The indexed articles' publishers that the query names ("according to Wire Service")."""
         return [p for p in self.store.sources() if names_publisher(query, p)]
 
     def requests(self, query: str, k: int, filters: Filters, as_of: str | None) -> list[Ranking]:
