@@ -22,6 +22,7 @@ import numpy as np
 from rag import evidence, policy
 from rag.config import Settings
 from rag.evaluate import load_gold
+from rag.filters import recent_window
 from rag.pipeline import Pipeline
 
 
@@ -33,8 +34,9 @@ def feature_rows(gold: list[dict], index: str) -> tuple[np.ndarray, np.ndarray, 
         for item in gold:
             q = item["question"]
             hits = pipeline.retriever.search(q, pipeline.settings.k, as_of=item.get("date"))
-            chosen = evidence.select(q, hits, pipeline.embedder.embed)
-            values, missing = evidence.features(q, chosen, hits)
+            window = recent_window(q, item.get("date"))
+            chosen = evidence.select(q, hits, pipeline.embedder.embed, window=window)
+            values, missing = evidence.features(q, chosen, hits, window)
             rows.append([values[name] for name in policy.FEATURES])
             labels.append(1.0 if item["answerable"] else 0.0)
             raw.append({"id": item["id"], "answerable": item["answerable"], **values,

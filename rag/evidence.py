@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rag import policy
+from rag.filters import Filters
 from rag.ingest import date_header_length
 from rag.injection import in_instruction
 from rag.sentences import sentence_spans
@@ -127,8 +128,10 @@ def context_tokens(title: str | None, source: str | None, date: str | None) -> s
 
 
 def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarray],
-           limit: int = policy.EVIDENCE_SENTENCES) -> list[Evidence]:
-    """The best `limit` distinct sentences, numbered 1..n by relevance."""
+           limit: int = policy.EVIDENCE_SENTENCES, window: Filters | None = None) -> list[Evidence]:
+    """The best `limit` distinct sentences, numbered 1..n by relevance. `window` holds the days a
+    question's "this week" or "recently" means (rag.filters.recent_window): sentences of articles
+    from those days are preferred over older reports of the same story."""
     pool = candidates(hits)
     if not pool:
         return []
@@ -146,6 +149,7 @@ def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarr
         # An answer adds something the question lacks: a sentence that only restates it answers nothing.
         bonus += policy.NOVELTY_WEIGHT * sum(not covered(t, asked) for t in c.tokens) / max(1, len(c.tokens))
         bonus += policy.NEW_NAME_BONUS if asks_entity and holds_new(NAME_TEXT, c.text, question) else 0.0
+        bonus += policy.RECENT_BONUS if window is not None and window.holds_date(c.hit.date) else 0.0
         c.cosine = float(cos)
         c.relevance = policy.DENSE_WEIGHT * c.cosine + (1 - policy.DENSE_WEIGHT) * coverage + bonus
     pool.sort(key=lambda c: (-c.relevance, c.hit.rank, c.start))
@@ -209,8 +213,10 @@ def evidence_tokens(e: Evidence) -> set[str]:
     return passage_tokens(e.text) | context_tokens(e.title, e.source, e.date)
 
 
-def features(question: str, evidence: list[Evidence], hits: list[Hit]) -> tuple[dict[str, float], list[str]]:
-    """The abstain decision's inputs (see rag.policy), and the question's terms no article holds."""
+def features(question: str, evidence: list[Evidence], hits: list[Hit],
+             window: Filters | None = None) -> tuple[dict[str, float], list[str]]:
+    """The abstain decision's inputs (see rag.policy), and the question's terms no article holds.
+    `window`: the days the question's "this week" means, if it says so (see `select`)."""
     if not evidence:
         return dict.fromkeys(policy.FEATURES, 0.0), []
     best = max(evidence, key=lambda e: e.score)
@@ -231,15 +237,17 @@ def features(question: str, evidence: list[Evidence], hits: list[Hit]) -> tuple[
         "keys": 1.0 - len(missing) / len(terms) if terms else 1.0,
         "covered": sum(covered(t, around) for t in asked) / len(asked) if asked else 0.0,
         "typed": 1.0 if typed else 0.0,
+        "recent": 1.0 if window is None or window.holds_date(best.date) else 0.0,
     }
     return values, missing
 
 
-def assess(question: str, evidence: list[Evidence], hits: list[Hit]) -> Assessment:
+def assess(question: str, evidence: list[Evidence], hits: list[Hit],
+           window: Filters | None = None) -> Assessment:
     """Whether the evidence can answer the question at all, and if not, why (shown to the user)."""
     if not evidence:
         return Assessment(False, "no passage in the index matches the question")
-    values, missing = features(question, evidence, hits)
+    values, missing = features(question, evidence, hits, window)
     score = policy.answer_score(values)
     if score >= policy.ANSWER_AT:
         return Assessment(True, f"answer score {score:.2f}", missing, score, values)
@@ -249,4 +257,7 @@ def assess(question: str, evidence: list[Evidence], hits: list[Hit]) -> Assessme
     kind = answer_type(question)
     if values["typed"] == 0.0 and kind is not None:
         reasons.append(f"the question asks for {KIND_NAMES[kind]} and no passage found gives one")
+    if values["recent"] == 0.0 and window is not None:
+        reasons.append(f"the closest passage is not from the days the question asks about "
+                       f"({window.since} to {window.until})")
     return Assessment(False, "; ".join(reasons) + f" (answer score {score:.2f})", missing, score, values)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 from rag.errors import UsageError
+from rag.words import recency_days
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -33,6 +35,12 @@ class Filters:
                  f"source={self.source}" if self.source else "", *(f"doc={d}" for d in self.docs)]
         return " ".join(p for p in parts if p) or "none"
 
+    def holds_date(self, day: str | None) -> bool:
+        """Whether an article dated `day` passes the date bounds (an undated one never does when set)."""
+        if not (self.since or self.until):
+            return True
+        return bool(day) and (not self.since or day[:10] >= self.since) and (not self.until or day[:10] <= self.until)
+
     def narrowed(self, other: Filters) -> Filters | None:
         """Articles that pass both filters; None when no article can (two different sources)."""
         if self.source and other.source and self.source.lower() != other.source.lower():
@@ -55,3 +63,15 @@ class Ranking:
     kind: str  # "dense" | "lexical"
     limit: int
     filters: Filters | None = None  # None: every article
+
+
+def recent_window(query: str, as_of: str | None) -> Filters | None:
+    """The dates that "this week", "recently" or "last year" in the query mean when asked on `as_of`."""
+    days = recency_days(query)
+    if days is None or not as_of or not _DATE.match(as_of):
+        return None
+    try:
+        asked = date.fromisoformat(as_of)
+    except ValueError:  # 2023-02-30
+        return None
+    return Filters(since=(asked - timedelta(days=days)).isoformat(), until=asked.isoformat())

@@ -19,6 +19,7 @@ from datetime import date
 from rag import citations, evidence, policy, prompts
 from rag.config import MODES, Settings
 from rag.errors import RagError, UsageError
+from rag.filters import recent_window
 from rag.llm import LLM, GenerationConfig, load_model, resolve_model_path
 from rag.retrieve import Filters, Retriever
 from rag.stores import open_store, query_embedder_for
@@ -148,13 +149,15 @@ class Pipeline:
         if mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
 
-        hits = self.retriever.search(q, k, filters, as_of or date.today().isoformat())
+        as_of = as_of or date.today().isoformat()
+        hits = self.retriever.search(q, k, filters, as_of)
         if mode == "baseline":  # the plain comparison point: top sentences by cosine, no decision, no model
             chosen = evidence.top_by_cosine(q, hits, self.embedder.embed)
             assessment = evidence.Assessment(bool(chosen), "baseline answers whenever a passage was found")
         else:
-            chosen = evidence.select(q, hits, self.embedder.embed, EVIDENCE_SENTENCES)
-            assessment = evidence.assess(q, chosen, hits)
+            window = recent_window(q, as_of)
+            chosen = evidence.select(q, hits, self.embedder.embed, EVIDENCE_SENTENCES, window)
+            assessment = evidence.assess(q, chosen, hits, window)
         retrieve_ms = _ms(started)
         retrieved = [Retrieved(h.rank, h.doc_id, h.chunk_id, round(h.score, 6), list(h.also_reported_by),
                                h.dense_rank, h.lexical_rank, round(h.dense_score, 4)) for h in hits]

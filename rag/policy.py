@@ -18,6 +18,7 @@ ANSWER_TYPE_BONUS = 0.1  # the sentence holds something of the kind asked for th
 SOURCE_BONUS = 0.1  # the question names this article's publisher ("according to X")
 NOVELTY_WEIGHT = 0.2  # times the share of the sentence's words the question lacks (calibration split)
 NEW_NAME_BONUS = 0.1  # a who/which/where question, and the sentence names something the question does not
+RECENT_BONUS = 0.1  # a "this week" question, and the sentence's article is from those days (calibration split)
 MIN_WORDS = 4  # shorter "sentences" are headings or bylines, not evidence
 PER_ARTICLE = 3  # at most this many evidence sentences from one article
 NEAR_COPY = 0.75  # token Jaccard at which two sentences say the same thing
@@ -42,13 +43,15 @@ BASELINE_SENTENCES = 2  # `--mode baseline`: the top sentences by embedder cosin
 #              (sentence, title, publisher, date)
 #   typed      1 when the question asks for no particular kind of answer, or an evidence
 #              sentence holds one (a date for "when", a number for "how many"); else 0
-FEATURES = ("best", "cosine", "keys", "covered", "typed")
+#   recent     1 when the question names no time ("this week", "recently"), or the best evidence
+#              sentence's article is from the days it names; else 0
+FEATURES = ("best", "cosine", "keys", "covered", "typed", "recent")
 # fitted by eval/calibrate.py (begin)
 # calibration: eval/data/realtimeqa/calib/gold.jsonl, 249 questions:
 # false-abstain 3.0%, abstain recall 20.4% (49 unanswerable)
-WEIGHTS = {"best": 0.844, "cosine": 1.508, "keys": 0.572, "covered": 1.056, "typed": -0.000}
-BIAS = -2.760
-ANSWER_AT = 0.359  # answer when the score is at least this
+WEIGHTS = {"best": 1.119, "cosine": 1.480, "keys": 0.340, "covered": 1.044, "typed": -0.000, "recent": 0.043}
+BIAS = -2.791
+ANSWER_AT = 0.345  # answer when the score is at least this
 # fitted by eval/calibrate.py (end)
 
 

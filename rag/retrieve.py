@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import date, timedelta
 from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
 
-from rag.filters import Filters, Ranking
+from rag.filters import Filters, Ranking, recent_window
 from rag.types import Article, Hit
-from rag.words import names_publisher, recency_days
+from rag.words import names_publisher
 
 RRF_K = 60  # the usual constant from Cormack et al.; damps the weight of the very top ranks
 DUPLICATE_COSINE = 0.9  # chunk vectors this close from two articles are the same story
@@ -29,7 +28,6 @@ DUPLICATE_SHINGLES = 0.5  # or: this share of the shorter chunk's word 3-grams a
 
 EmbedQuery = Callable[[list[str]], np.ndarray]
 _WORD = re.compile(r"\w+")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class SearchStore(Protocol):
@@ -60,18 +58,6 @@ def fuse(rankings: list[list[tuple[int, float]]]) -> list[tuple[int, float]]:
         for rank, (cid, _) in enumerate(ranking, 1):
             fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank)
     return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
-
-
-def recent_window(query: str, as_of: str | None) -> Filters | None:
-    """The dates that "this week", "recently" or "last year" in the query mean when asked on `as_of`."""
-    days = recency_days(query)
-    if days is None or not as_of or not _DATE.match(as_of):
-        return None
-    try:
-        asked = date.fromisoformat(as_of)
-    except ValueError:  # 2023-02-30
-        return None
-    return Filters(since=(asked - timedelta(days=days)).isoformat(), until=asked.isoformat())
 
 
 @lru_cache(maxsize=1024)  # a kept hit is compared with every later candidate: compute its shingles once
