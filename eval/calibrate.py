@@ -36,7 +36,7 @@ def feature_rows(gold: list[dict], index: str) -> tuple[np.ndarray, np.ndarray, 
             hits = pipeline.retriever.search(q, pipeline.settings.k, as_of=item.get("date"))
             window = recent_window(q, item.get("date"))
             chosen = evidence.select(q, hits, pipeline.embedder.embed, window=window)
-            values, missing = evidence.features(q, chosen, hits, window)
+            values, missing = evidence.features(q, chosen, hits)
             rows.append([values[name] for name in policy.FEATURES])
             labels.append(1.0 if item["answerable"] else 0.0)
             raw.append({"id": item["id"], "answerable": item["answerable"], **values,

@@ -213,10 +213,8 @@ def evidence_tokens(e: Evidence) -> set[str]:
     return passage_tokens(e.text) | context_tokens(e.title, e.source, e.date)
 
 
-def features(question: str, evidence: list[Evidence], hits: list[Hit],
-             window: Filters | None = None) -> tuple[dict[str, float], list[str]]:
-    """The abstain decision's inputs (see rag.policy), and the question's terms no article holds.
-    `window`: the days the question's "this week" means, if it says so (see `select`)."""
+def features(question: str, evidence: list[Evidence], hits: list[Hit]) -> tuple[dict[str, float], list[str]]:
+    """The abstain decision's inputs (see rag.policy), and the question's terms no article holds."""
     if not evidence:
         return dict.fromkeys(policy.FEATURES, 0.0), []
     best = max(evidence, key=lambda e: e.score)
@@ -237,17 +235,15 @@ def features(question: str, evidence: list[Evidence], hits: list[Hit],
         "keys": 1.0 - len(missing) / len(terms) if terms else 1.0,
         "covered": sum(covered(t, around) for t in asked) / len(asked) if asked else 0.0,
         "typed": 1.0 if typed else 0.0,
-        "recent": 1.0 if window is None or window.holds_date(best.date) else 0.0,
     }
     return values, missing
 
 
-def assess(question: str, evidence: list[Evidence], hits: list[Hit],
-           window: Filters | None = None) -> Assessment:
+def assess(question: str, evidence: list[Evidence], hits: list[Hit]) -> Assessment:
     """Whether the evidence can answer the question at all, and if not, why (shown to the user)."""
     if not evidence:
         return Assessment(False, "no passage in the index matches the question")
-    values, missing = features(question, evidence, hits, window)
+    values, missing = features(question, evidence, hits)
     score = policy.answer_score(values)
     if score >= policy.ANSWER_AT:
         return Assessment(True, f"answer score {score:.2f}", missing, score, values)
@@ -257,7 +253,4 @@ def assess(question: str, evidence: list[Evidence], hits: list[Hit],
     kind = answer_type(question)
     if values["typed"] == 0.0 and kind is not None:
         reasons.append(f"the question asks for {KIND_NAMES[kind]} and no passage found gives one")
-    if values["recent"] == 0.0 and window is not None:
-        reasons.append(f"the closest passage is not from the days the question asks about "
-                       f"({window.since} to {window.until})")
     return Assessment(False, "; ".join(reasons) + f" (answer score {score:.2f})", missing, score, values)

@@ -157,7 +157,7 @@ class Pipeline:
         else:
             window = recent_window(q, as_of)
             chosen = evidence.select(q, hits, self.embedder.embed, EVIDENCE_SENTENCES, window)
-            assessment = evidence.assess(q, chosen, hits, window)
+            assessment = evidence.assess(q, chosen, hits)
         retrieve_ms = _ms(started)
         retrieved = [Retrieved(h.rank, h.doc_id, h.chunk_id, round(h.score, 6), list(h.also_reported_by),
                                h.dense_rank, h.lexical_rank, round(h.dense_score, 4)) for h in hits]
