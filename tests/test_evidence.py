@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rag import evidence, policy
+from rag.filters import Filters, recent_window
 from rag.types import Evidence, Hit
 from rag.words import content_tokens
 
@@ -125,3 +126,32 @@ def test_a_sentence_that_only_restates_the_question_ranks_below_the_answer():
         assert evidence.select(question, [hit(text)], equally_close)[0].text == echo
     finally:
         policy.NOVELTY_WEIGHT, policy.NEW_NAME_BONUS = saved
+
+
+def test_this_week_prefers_the_report_from_those_days():
+    question = "Which company recalled its heaters this week?"
+    old = hit("Orbis recalled its heaters after fires in homes.", doc_id="old.txt", date="2021-03-02")
+    new = hit("Kestrel recalled its heaters after fires in homes.", doc_id="new.txt", date="2023-05-08", rank=2)
+    window = recent_window(question, "2023-05-10")
+    assert window == Filters(since="2023-05-01", until="2023-05-10")
+    assert evidence.select(question, [old, new], bag_embed)[0].doc_id == "old.txt"  # no date asked: rank wins
+    assert evidence.select(question, [old, new], bag_embed, window=window)[0].doc_id == "new.txt"
+
+
+def test_a_window_holds_only_dated_articles_inside_it():
+    window = Filters(since="2023-05-01", until="2023-05-10")
+    assert window.holds_date("2023-05-01") and window.holds_date("2023-05-10T08:00:00")
+    assert not window.holds_date("2023-04-30") and not window.holds_date(None)
+    assert Filters().holds_date(None)
+    assert recent_window("Who won the 2019 election?", "2023-05-10") is None
+
+
+@pytest.mark.parametrize("question, kind", [
+    ("A former president celebrated a milestone birthday this week. How old did he turn?", "a number"),
+    ("Since what year has the region been split?", "a date"),
+    ("Roughly how many babies were born last year?", "a number"),
+    ("When did the U.S. Senate vote on the bill?", "a date"),
+    ("When the storm hit, the town flooded. Who led the rescue?", "a name"),
+])
+def test_the_asking_sentence_decides_what_kind_of_answer_is_wanted(question, kind):
+    assert evidence.KIND_NAMES[evidence.answer_type(question)] == kind
