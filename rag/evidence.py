@@ -28,10 +28,13 @@ from rag.injection import in_instruction
 from rag.sentences import sentence_spans
 from rag.types import Evidence, Hit
 from rag.words import (
+    ASKS,
+    ASKS_ENTITY,
     COUNT_TEXT,
     DATE_TEXT,
     DURATION_TEXT,
     NAME_TEXT,
+    QUESTION_CLAUSES,
     content_tokens,
     covered,
     date_words,
@@ -43,19 +46,6 @@ from rag.words import (
 _NUMBER = re.compile(r"\b\d[\d,.]*\b")
 _YEAR = re.compile(r"(19|20)\d\d")
 
-# A question's asking clause may follow context ("X turned 80 this week. How old ...?") and may open
-# with a preposition or an approximation ("Since what year ...", "Roughly how many ...").
-_LEAD = r"^\s*(?:(?:since|in|by|until|from|for|about|roughly|approximately|around|nearly|exactly|and)\s+)?"
-_ASKS = [  # (question pattern, what an answer holds)
-    (re.compile(_LEAD + r"(when\b|on what date|(what|which) (year|month|day)s?\b)", re.I), DATE_TEXT),
-    (re.compile(_LEAD + r"(how many|how much|how old|what (age|number|amount|percentage|share|proportion))\b",
-                re.I), COUNT_TEXT),
-    (re.compile(_LEAD + r"how long\b", re.I), DURATION_TEXT),
-    (re.compile(_LEAD + r"(who|whom|whose|where)\b|^\s*what (is|was|were|are) the names? of\b", re.I), NAME_TEXT),
-]
-# "who ...", "... which company ...", "where ...": the answer is most likely someone or something named.
-_ASKS_ENTITY = re.compile(r"\b(who|whom|whose|which|where)\b", re.I)
-_CLAUSES = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 KIND_NAMES = {DATE_TEXT: "a date", COUNT_TEXT: "a number", DURATION_TEXT: "a duration", NAME_TEXT: "a name"}
 
 
@@ -63,8 +53,8 @@ def answer_type(question: str) -> re.Pattern[str] | None:
     """What kind of thing the question asks for (a date, a count, a name), if it says so plainly.
     Read from the last sentence that says so: context comes first, the asking sentence last.
     """
-    for clause in reversed(_CLAUSES.split(question.strip())):
-        kind = next((kind for pattern, kind in _ASKS if pattern.search(clause)), None)
+    for clause in reversed(QUESTION_CLAUSES.split(question.strip())):
+        kind = next((kind for pattern, kind in ASKS if pattern.search(clause)), None)
         if kind is not None:
             return kind
     return None
@@ -149,7 +139,7 @@ def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarr
     cosines = vectors[1:] @ vectors[0]
     asked = content_tokens(question)
     kind = answer_type(question)
-    asks_entity = bool(_ASKS_ENTITY.search(question))
+    asks_entity = bool(ASKS_ENTITY.search(question))
     context = {c.hit.doc_id: context_tokens(c.hit.title, c.hit.source, c.hit.date) for c in pool}
     for c, cos in zip(pool, cosines, strict=True):
         words = c.tokens | context[c.hit.doc_id]

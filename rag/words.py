@@ -1,4 +1,4 @@
-"""Word knowledge, in one place: tokens, stems, stopwords, number words and date words.
+"""Word knowledge, in one place: tokens, stems, stopwords, number words, date words and question words.
 
 Every module that compares words (evidence selection, abstention, citation checks, chat's
 follow-up rewrite) goes through `content_tokens`, so "urges", "urged" and "urging" meet in all
@@ -287,6 +287,20 @@ DURATION_TEXT = re.compile(r"\b(?:\d[\d,.]*|an?|one|two|three|four|five|six|seve
                            r"[ -](?:seconds?|minutes?|hours?|days?|weeks?|months?|years?|decades?)\b"
                            r"|\b(?:overnight|hours-long|hour-long|day-long)\b", re.IGNORECASE)
 
+
+# A question's asking clause may follow context ("X turned 80 this week. How old ...?") and may open
+# with a preposition or an approximation ("Since what year ...", "Roughly how many ...").
+_LEAD = r"^\s*(?:(?:since|in|by|until|from|for|about|roughly|approximately|around|nearly|exactly|and)\s+)?"
+ASKS = [  # (question pattern, what an answer holds)
+    (re.compile(_LEAD + r"(when\b|on what date|(what|which) (year|month|day)s?\b)", re.I), DATE_TEXT),
+    (re.compile(_LEAD + r"(how many|how much|how old|what (age|number|amount|percentage|share|proportion))\b",
+                re.I), COUNT_TEXT),
+    (re.compile(_LEAD + r"how long\b", re.I), DURATION_TEXT),
+    (re.compile(_LEAD + r"(who|whom|whose|where)\b|^\s*what (is|was|were|are) the names? of\b", re.I), NAME_TEXT),
+]
+# "who ...", "... which company ...", "where ...": the answer is most likely someone or something named.
+ASKS_ENTITY = re.compile(r"\b(who|whom|whose|which|where)\b", re.I)
+QUESTION_CLAUSES = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 # Relative time in a question, and how many days back from the day it is asked it reaches
 # ("this week" over a news archive means the articles of the days before asking). The smallest
