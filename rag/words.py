@@ -292,7 +292,7 @@ DURATION_TEXT = re.compile(r"\b(?:\d[\d,.]*|an?|one|two|three|four|five|six|seve
 # with a preposition or an approximation ("Since what year ...", "Roughly how many ...").
 _LEAD = r"^\s*(?:(?:since|in|by|until|from|for|about|roughly|approximately|around|nearly|exactly|and)\s+)?"
 ASKS = [  # (question pattern, what an answer holds)
-    (re.compile(_LEAD + r"(when\b|on what date|(what|which) (year|month|day)s?\b)", re.I), DATE_TEXT),
+    (re.compile(_LEAD + r"(when\b|(on )?what date\b|(what|which) (year|month|day)s?\b)", re.I), DATE_TEXT),
     (re.compile(_LEAD + r"(how many|how much|how old|what (age|number|amount|percentage|share|proportion))\b",
                 re.I), COUNT_TEXT),
     (re.compile(_LEAD + r"how long\b", re.I), DURATION_TEXT),

@@ -151,6 +151,8 @@ def test_a_window_holds_only_dated_articles_inside_it():
     ("Since what year has the region been split?", "a date"),
     ("Roughly how many babies were born last year?", "a number"),
     ("When did the U.S. Senate vote on the bill?", "a date"),
+    ("What date did the border reopen?", "a date"),
+    ("What year did the plant open?", "a date"),
     ("When the storm hit, the town flooded. Who led the rescue?", "a name"),
 ])
 def test_the_asking_sentence_decides_what_kind_of_answer_is_wanted(question, kind):
