@@ -447,12 +447,12 @@ def _request_model():
 
         model_config = ConfigDict(extra="forbid")
         question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS,
-                              examples=["What did the US urge Pakistan to do?"])
+                              examples=["Which company recalled its heaters this week?"])
         k: int | None = Field(None, ge=1, le=MAX_K, description="chunks retrieved (server default: 6)")
         mode: Literal["llm", "extractive", "baseline"] | None = Field(None, description="server default if absent")
         since: str | None = Field(None, pattern=DATE_PATTERN, description="articles dated on or after (YYYY-MM-DD)")
         until: str | None = Field(None, pattern=DATE_PATTERN, description="articles dated on or before")
-        source: str | None = Field(None, min_length=1, max_length=200, description="only this source, e.g. AFP")
+        source: str | None = Field(None, min_length=1, max_length=200, description="only this source, e.g. Wire News")
         docs: list[str] = Field(default_factory=list, max_length=MAX_DOCS, description="only these doc ids")
         as_of: str | None = Field(None, pattern=DATE_PATTERN, description="the day the question is asked")
 
@@ -470,7 +470,7 @@ def _request_model():
 
 def describe_invalid(errors: list[dict]) -> tuple[int, str, list[dict]]:
     """FastAPI's validation errors as (status, one line, details): malformed JSON is a 400."""
-    example = 'send a JSON object like {"question": "What did the US urge Pakistan to do?"}'
+    example = 'send a JSON object like {"question": "Which company recalled its heaters this week?"}'
     for e in errors:
         if e.get("type") == "json_invalid":
             why = (e.get("ctx") or {}).get("error", "JSON decode error")

@@ -16,7 +16,7 @@ class Article:
     text: str
     title: str
     date: str | None = None  # ISO YYYY-MM-DD, never guessed
-    source: str | None = None  # publisher or agency when stated (AFP, PTI, ...)
+    source: str | None = None  # publisher or agency when stated ("Daily Ledger", "Wire Service")
     url: str | None = None
     path: str | None = None  # where it was read from, for messages
     content_hash: str = ""  # sha256 of text + metadata; drives incremental indexing
@@ -100,7 +100,7 @@ class Sentence:
     text: str
     citations: list[int]
     supported: bool
-    label: str | None = None  # "2019-02-20, AFP" when the answer spans articles of several dates
+    label: str | None = None  # "2023-05-08, Wire Service" when the answer spans articles of several dates
 
 
 @dataclass

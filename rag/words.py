@@ -59,7 +59,7 @@ WEEKDAYS = ("Monday Tuesday Wednesday Thursday Friday Saturday Sunday").split()
 _TOKEN_RE = re.compile(r"[0-9]+(?:[.,][0-9]+)*|[^\W\d_]+")
 _THOUSANDS_RE = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
 _ACRONYMS_RE = re.compile(r"\b(?:[A-Z]\.){2,}")  # U.S. -> US, U.N. -> UN
-# A name: a run of capitalised words ("Antonio Guterres", "New Delhi").
+# A name: a run of capitalised words ("Jane Okafor", "Buenos Aires").
 NAME_TEXT = re.compile(r"\b[A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*)*")
 _ISO_DATE_RE = re.compile(r"(\d{4})-(\d{2})(?:-(\d{2}))?")
 
@@ -252,7 +252,7 @@ def publisher_words(source: str | None) -> str:
 
 
 def names_publisher(question: str, source: str | None) -> bool:
-    """Whether the question names this publisher ("according to Reuters", "reported by The Verge").
+    """Whether the question names this publisher ("according to the Daily Ledger", "reported by The Verge").
 
     An acronym names its long form and back: "BBC" and "British Broadcasting Corporation", "NYT"
     and "New York Times" (the initials of the capitalised words, small joining words left out).
