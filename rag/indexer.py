@@ -204,27 +204,14 @@ def _from_any(doc_id: str, files: set[str]) -> bool:
 
 
 def _embed_and_add(writer: IndexWriter, chunked, embedder: Embedder, chunker_json: str,
-                   progress: Callable[[int, int], None] | None, folder: Path | None = None,
-                   identity: dict | None = None) -> int:
+                   progress: Callable[[int, int], None] | None, *, folder: Path, identity: dict) -> int:
     """Embed every chunk in large batches (the embedder sorts by length inside), then store.
 
     The vectors must be what `identity` (the manifest's embedder) says: for the real model at int8
-    they come from the quantised ONNX export kept in `folder` (the index folder; a store without
-    one gets a temporary folder, exported again each run). Without `identity`, the real model's
-    default precision is assumed (what index_paths publishes when it made the embedder itself)."""
+    they come from the quantised ONNX export kept in `folder` (rag.query_embed.index_embedder)."""
     import numpy as np
 
-    from rag.embed import SentenceTransformerEmbedder as RealModel  # the class, even where tests patch the name
-
-    if isinstance(embedder, RealModel):
-        identity = identity or embedder_identity(embedder.model_dir)
-        folder = folder or getattr(writer, "index_dir", None)
-        if folder is None and identity.get("precision") == "int8":
-            import tempfile
-
-            with tempfile.TemporaryDirectory(prefix="rag-embedder-") as tmp:
-                return _embed_and_add(writer, chunked, embedder, chunker_json, progress, Path(tmp), identity)
-        embedder = index_embedder(folder, embedder, identity)
+    embedder = index_embedder(folder, embedder, identity)
     texts = [c.text for _, _, chunks in chunked for c in chunks]
     parts = []
     for i in range(0, len(texts), EMBED_BATCH):
