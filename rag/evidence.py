@@ -83,6 +83,7 @@ class Candidate:
     start: int
     end: int
     text: str
+    before: str = ""  # the sentence just before it in the article, when the chunk holds it
     relevance: float = 0.0
     cosine: float = 0.0
     tokens: set[str] = field(default_factory=set)
@@ -93,7 +94,9 @@ def candidates(hits: list[Hit]) -> list[Candidate]:
     seen: set[tuple[str, int]] = set()
     out: list[Candidate] = []
     for hit in hits:
+        previous = ""
         for s, e in sentence_spans(hit.text):
+            before, previous = previous, hit.text[s:e]
             s += date_header_length(hit.text[s:e])  # "date 2019-02-20 SPRINGFIELD ..." quotes from SPRINGFIELD
             start, end = hit.start + s, hit.start + e
             text = hit.text[s:e]
@@ -102,7 +105,7 @@ def candidates(hits: list[Hit]) -> list[Candidate]:
             if in_instruction(hit.text, s, e):  # a planted order to the model is no evidence (rag.injection)
                 continue
             seen.add((hit.doc_id, start))
-            out.append(Candidate(hit, start, end, text, tokens=content_tokens(text)))
+            out.append(Candidate(hit, start, end, text, before, tokens=content_tokens(text)))
     return out
 
 
@@ -135,13 +138,14 @@ def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarr
     pool = candidates(hits)
     if not pool:
         return []
-    vectors = embed([question] + [c.text for c in pool])
-    cosines = vectors[1:] @ vectors[0]
+    vectors = embed([question] + [c.text for c in pool] + [f"{c.before} {c.text}".strip() for c in pool])
+    cosines = vectors[1:len(pool) + 1] @ vectors[0]
+    in_context = vectors[len(pool) + 1:] @ vectors[0]
     asked = content_tokens(question)
     kind = answer_type(question)
     asks_entity = bool(ASKS_ENTITY.search(question))
     context = {c.hit.doc_id: context_tokens(c.hit.title, c.hit.source, c.hit.date) for c in pool}
-    for c, cos in zip(pool, cosines, strict=True):
+    for c, cos, cos_in_context in zip(pool, cosines, in_context, strict=True):
         words = c.tokens | context[c.hit.doc_id]
         coverage = sum(covered(t, words) for t in asked) / len(asked) if asked else 0.0
         bonus = policy.ANSWER_TYPE_BONUS if kind is not None and holds_new(kind, c.text, question) else 0.0
@@ -151,7 +155,9 @@ def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarr
         bonus += policy.NEW_NAME_BONUS if asks_entity and holds_new(NAME_TEXT, c.text, question) else 0.0
         bonus += policy.RECENT_BONUS if window is not None and window.holds_date(c.hit.date) else 0.0
         c.cosine = float(cos)
-        c.relevance = policy.DENSE_WEIGHT * c.cosine + (1 - policy.DENSE_WEIGHT) * coverage + bonus
+        # "He said ..." or "The vote ..." often answer a question only with the sentence before them.
+        dense = (1 - policy.CONTEXT_WEIGHT) * c.cosine + policy.CONTEXT_WEIGHT * float(cos_in_context)
+        c.relevance = policy.DENSE_WEIGHT * dense + (1 - policy.DENSE_WEIGHT) * coverage + bonus
     pool.sort(key=lambda c: (-c.relevance, c.hit.rank, c.start))
     return _distinct(pool, limit)
 

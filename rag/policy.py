@@ -14,6 +14,7 @@ import math
 
 # --- evidence selection (rag.evidence.select) ---------------------------------------------------
 DENSE_WEIGHT = 0.6  # relevance = 0.6 * cosine + 0.4 * question-word coverage (+ bonuses)
+CONTEXT_WEIGHT = 0.3  # share of that cosine taken from the sentence read after the one before it (calibration)
 ANSWER_TYPE_BONUS = 0.1  # the sentence holds something of the kind asked for that the question lacks
 SOURCE_BONUS = 0.1  # the question names this article's publisher ("according to X")
 NOVELTY_WEIGHT = 0.2  # times the share of the sentence's words the question lacks (calibration split)
@@ -30,7 +31,7 @@ CLAUSE_TOKENS = 2  # clauses with at least this many content words are checked o
 CLAUSE_FLOOR = 0.6  # ... and must find this share of them in the cited source
 REPLACE_FLOOR = 0.25  # an unsupported sentence this close to an evidence sentence is replaced by it
 EXTRACTIVE_MAX = 4  # sentences in an extractive answer (grid on the 2023 calibration split; README "Eval")
-GROUP_SHARE = 0.85  # a further sentence joins the extractive answer only when this close to the best
+GROUP_SHARE = 0.87  # a further sentence joins the extractive answer only when this close to the best (calibration)
 BASELINE_SENTENCES = 2  # `--mode baseline`: the top sentences by embedder cosine, nothing else
 
 # --- the abstain decision ------------------------------------------------------------------------

@@ -128,6 +128,23 @@ def test_a_sentence_that_only_restates_the_question_ranks_below_the_answer():
         policy.NOVELTY_WEIGHT, policy.NEW_NAME_BONUS = saved
 
 
+def test_a_sentence_is_also_read_after_the_one_before_it():
+    question = "When will the steel plant close?"
+    ferry = hit("The harbour ferry timetable was reviewed. She said it would close in March.", doc_id="ferry.txt")
+    plant = hit("The steel plant was sold to a rival. He said it would close in March.", doc_id="plant.txt", rank=2)
+    def quoted() -> str:  # the two "close in March" sentences are near-copies: one is quoted, one folded
+        return next(e.doc_id for e in evidence.select(question, [ferry, plant], bag_embed)
+                    if e.text.endswith("close in March."))
+
+    assert quoted() == "plant.txt"  # the same words alone; only the sentence before tells them apart
+    saved = policy.CONTEXT_WEIGHT
+    try:  # read alone, the two tie and the better-ranked hit wins
+        policy.CONTEXT_WEIGHT = 0.0
+        assert quoted() == "ferry.txt"
+    finally:
+        policy.CONTEXT_WEIGHT = saved
+
+
 def test_this_week_prefers_the_report_from_those_days():
     question = "Which company recalled its heaters this week?"
     old = hit("Orbis recalled its heaters after fires in homes.", doc_id="old.txt", date="2021-03-02")
