@@ -2,6 +2,11 @@
 
 Usage:
     .venv/bin/python eval/calibrate.py GOLD.jsonl INDEX [--max-false-abstain 0.03] [--tsv FILE]
+    .venv/bin/python eval/calibrate.py GOLD.jsonl INDEX --selection
+
+`--selection` instead scores a grid of the evidence-selection settings that decide which
+sentences an extractive answer quotes (CONTEXT_WEIGHT x GROUP_SHARE), with the rag eval metrics,
+and prints the pick: the highest sum of accuracy, citation precision and abstain recall.
 
 Run it on the calibration split only (RealTimeQA weeks of 2023: eval/data/realtimeqa/calib, made
 by eval/realtimeqa.py), never on a test split or the committed gold sets. It computes the
@@ -21,9 +26,12 @@ import numpy as np
 
 from rag import evidence, policy
 from rag.config import Settings
-from rag.evaluate import load_gold
+from rag.evaluate import load_gold, score_answer, summarise
 from rag.filters import recent_window
-from rag.pipeline import Pipeline
+from rag.pipeline import Pipeline, extractive
+
+CONTEXT_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+GROUP_SHARES = (0.8, 0.82, 0.85, 0.86, 0.87, 0.88, 0.9)
 
 
 def feature_rows(gold: list[dict], index: str) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -74,13 +82,82 @@ def report(scores: np.ndarray, y: np.ndarray, cutoff: float) -> str:
     return f"false-abstain {false_abstain:.1%}, abstain recall {recall:.1%} ({int((y == 0).sum())} unanswerable)"
 
 
+def memoised(embed):
+    """The embedder, remembering each text's vector: the grid embeds the same sentences many times."""
+    cache: dict[str, np.ndarray] = {}
+
+    def embed_cached(texts: list[str]) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in cache]
+        if new:
+            cache.update(zip(new, embed(new), strict=True))
+        return np.stack([cache[t] for t in texts])
+
+    return embed_cached
+
+
+def as_answer(chosen: list, sentences: list, abstained: bool, hits: list) -> dict:
+    """The fields of a `rag ask --json` answer that rag.evaluate scores."""
+    return {"abstained": abstained, "answer": " ".join(s.text for s in sentences),
+            "sentences": [{"text": s.text, "citations": s.citations} for s in sentences],
+            "citations": [{"n": e.n, "doc_id": e.doc_id, "quote": e.text, "also_reported_by": e.also_reported_by}
+                          for e in chosen],
+            "retrieved": [{"doc_id": h.doc_id} for h in hits]}
+
+
+def selection_grid(gold: list[dict], index: str) -> list[tuple[float, float, dict]]:
+    """(CONTEXT_WEIGHT, GROUP_SHARE, eval metrics of extractive answers) for every grid point."""
+    pipeline = Pipeline(Settings(index=index, mode="extractive"))
+    saved = policy.CONTEXT_WEIGHT, policy.GROUP_SHARE
+    embed = memoised(pipeline.embedder.embed)
+    results = []
+    try:
+        searched = [(item, pipeline.retriever.search(item["question"], pipeline.settings.k, as_of=item.get("date")))
+                    for item in gold]
+        for weight in CONTEXT_WEIGHTS:
+            policy.CONTEXT_WEIGHT = weight
+            judged = []
+            for item, hits in searched:
+                q = item["question"]
+                chosen = evidence.select(q, hits, embed, window=recent_window(q, item.get("date")))
+                judged.append((item, hits, chosen, evidence.assess(q, chosen, hits).answerable))
+            for share in GROUP_SHARES:
+                policy.GROUP_SHARE = share
+                rows = [score_answer(item, as_answer(chosen, extractive(item["question"], chosen) if ok else [],
+                                                     not ok, hits))
+                        for item, hits, chosen, ok in judged]
+                results.append((weight, share, summarise(rows, {})["metrics"]))
+    finally:
+        policy.CONTEXT_WEIGHT, policy.GROUP_SHARE = saved
+        pipeline.close()
+    return results
+
+
+def print_selection(results: list[tuple[float, float, dict]]) -> None:
+    """The grid, and the pick: the most accuracy + citation precision + abstain recall."""
+    def total(m: dict) -> float:
+        return sum(m[name] or 0.0 for name in ("accuracy", "citation_precision", "abstain_recall"))
+
+    print("CONTEXT_WEIGHT  GROUP_SHARE  accuracy  citation_precision  abstain_recall  false_abstain")
+    for weight, share, m in results:
+        print(f"{weight:14.2f}  {share:11.2f}  {m['accuracy']:8.1%}  {m['citation_precision']:18.1%}  "
+              f"{m['abstain_recall'] or 0:14.1%}  {m['false_abstain_rate'] or 0:13.1%}")
+    weight, share, m = max(results, key=lambda r: total(r[2]))
+    print(f"CONTEXT_WEIGHT = {weight}\nGROUP_SHARE = {share}  # accuracy {m['accuracy']:.1%}, "
+          f"citation precision {m['citation_precision']:.1%}, abstain recall {m['abstain_recall'] or 0:.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("gold")
     parser.add_argument("index")
     parser.add_argument("--max-false-abstain", type=float, default=0.03)
     parser.add_argument("--tsv", help="also write every question's features here")
+    parser.add_argument("--selection", action="store_true",
+                        help="grid the evidence-selection settings instead of fitting the abstain decision")
     args = parser.parse_args()
+    if args.selection:
+        print_selection(selection_grid(load_gold(args.gold), args.index))
+        return
     x, y, raw = feature_rows(load_gold(args.gold), args.index)
     if args.tsv:
         keys = list(raw[0])

@@ -82,3 +82,26 @@ def test_calibration_fits_the_direction_and_keeps_false_abstains_in_bounds():
         false_abstain = np.mean(scores[y == 1] < cutoff)
         assert false_abstain <= rate
         assert np.mean(scores[y == 0] < cutoff) > 0.5  # and it still catches most of the easy unanswerable
+
+
+def test_the_selection_grid_embeds_each_text_once_and_keeps_its_vector():
+    calibrate = _load("calibrate")
+    calls: list[list[str]] = []
+
+    def embed(texts: list[str]) -> np.ndarray:
+        calls.append(list(texts))
+        return np.asarray([[len(t), len(calls)] for t in texts], dtype=np.float32)
+
+    cached = calibrate.memoised(embed)
+    first = cached(["a", "bb"])
+    again = cached(["bb", "ccc", "a"])
+    assert calls == [["a", "bb"], ["ccc"]]  # only the new text reaches the embedder
+    assert (again[0] == first[1]).all() and (again[2] == first[0]).all()  # the same vector every time
+
+
+def test_the_selection_pick_is_the_best_sum_of_the_three_rates(capsys):
+    calibrate = _load("calibrate")
+    rates = [(0.0, 0.85, 0.60, 0.70, 0.20), (0.3, 0.87, 0.62, 0.71, 0.20), (0.5, 0.90, 0.70, 0.60, 0.10)]
+    calibrate.print_selection([(w, s, {"accuracy": a, "citation_precision": c, "abstain_recall": r,
+                                       "false_abstain_rate": 0.03}) for w, s, a, c, r in rates])
+    assert "CONTEXT_WEIGHT = 0.3\nGROUP_SHARE = 0.87" in capsys.readouterr().out
