@@ -77,6 +77,17 @@ def test_int8_vectors_stay_close_to_fp32(exports, model_dir, real_embedder):
 
 
 @pytest.mark.slow
+def test_an_int8_vector_does_not_depend_on_the_texts_embedded_with_it(exports, model_dir):
+    from tests.test_query_embed import varied_texts
+
+    texts = varied_texts(40)
+    int8 = OnnxEmbedder(model_dir, onnx_path(exports, embedder_identity(model_dir, "int8")), cache=False)
+    together = int8.embed(texts)
+    alone = np.stack([int8.embed([t])[0] for t in texts])
+    assert np.array_equal(together, alone)  # the same question gets the same answer whatever came before
+
+
+@pytest.mark.slow
 def test_query_embedder_follows_the_manifest(exports, model_dir, tmp_path):
     for precision, manifest in (("int8", embedder_identity(model_dir)),
                                 ("fp32", {k: v for k, v in embedder_identity(model_dir).items() if k != "precision"})):
