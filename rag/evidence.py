@@ -86,6 +86,7 @@ class Candidate:
     before: str = ""  # the sentence just before it in the article, when the chunk holds it
     relevance: float = 0.0
     cosine: float = 0.0
+    lexical: float = 0.0  # the relevance that is not the embedder's: word coverage and bonuses
     tokens: set[str] = field(default_factory=set)
 
 
@@ -138,14 +139,12 @@ def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarr
     pool = candidates(hits)
     if not pool:
         return []
-    vectors = embed([question] + [c.text for c in pool] + [f"{c.before} {c.text}".strip() for c in pool])
-    cosines = vectors[1:len(pool) + 1] @ vectors[0]
-    in_context = vectors[len(pool) + 1:] @ vectors[0]
+    vectors = embed([question] + [c.text for c in pool])
     asked = content_tokens(question)
     kind = answer_type(question)
     asks_entity = bool(ASKS_ENTITY.search(question))
     context = {c.hit.doc_id: context_tokens(c.hit.title, c.hit.source, c.hit.date) for c in pool}
-    for c, cos, cos_in_context in zip(pool, cosines, in_context, strict=True):
+    for c, cos in zip(pool, vectors[1:] @ vectors[0], strict=True):
         words = c.tokens | context[c.hit.doc_id]
         coverage = sum(covered(t, words) for t in asked) / len(asked) if asked else 0.0
         bonus = policy.ANSWER_TYPE_BONUS if kind is not None and holds_new(kind, c.text, question) else 0.0
@@ -155,10 +154,18 @@ def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarr
         bonus += policy.NEW_NAME_BONUS if asks_entity and holds_new(NAME_TEXT, c.text, question) else 0.0
         bonus += policy.RECENT_BONUS if window is not None and window.holds_date(c.hit.date) else 0.0
         c.cosine = float(cos)
-        # "He said ..." or "The vote ..." often answer a question only with the sentence before them.
-        dense = (1 - policy.CONTEXT_WEIGHT) * c.cosine + policy.CONTEXT_WEIGHT * float(cos_in_context)
-        c.relevance = policy.DENSE_WEIGHT * dense + (1 - policy.DENSE_WEIGHT) * coverage + bonus
+        c.lexical = (1 - policy.DENSE_WEIGHT) * coverage + bonus
+        c.relevance = policy.DENSE_WEIGHT * c.cosine + c.lexical
     pool.sort(key=lambda c: (-c.relevance, c.hit.rank, c.start))
+    # "He said it would close in March" says what closes only after the sentence before it. The
+    # leading candidates are read that way too (further down, few could climb into the sentences kept).
+    head = [c for c in pool[:policy.CONTEXT_POOL] if c.before]
+    if head and policy.CONTEXT_WEIGHT:
+        read_on = embed([question] + [f"{c.before} {c.text}" for c in head])
+        for c, cos in zip(head, read_on[1:] @ read_on[0], strict=True):
+            dense = (1 - policy.CONTEXT_WEIGHT) * c.cosine + policy.CONTEXT_WEIGHT * float(cos)
+            c.relevance = policy.DENSE_WEIGHT * dense + c.lexical
+        pool.sort(key=lambda c: (-c.relevance, c.hit.rank, c.start))
     return _distinct(pool, limit)
 
 
