@@ -159,11 +159,12 @@ def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarr
     pool.sort(key=lambda c: (-c.relevance, c.hit.rank, c.start))
     # "He said it would close in March" says what closes only after the sentence before it. The
     # leading candidates are read that way too (further down, few could climb into the sentences kept).
+    # The context can only add: a sentence clear on its own loses nothing to an unrelated predecessor.
     head = [c for c in pool[:policy.CONTEXT_POOL] if c.before]
     if head and policy.CONTEXT_WEIGHT:
         read_on = embed([question] + [f"{c.before} {c.text}" for c in head])
         for c, cos in zip(head, read_on[1:] @ read_on[0], strict=True):
-            dense = (1 - policy.CONTEXT_WEIGHT) * c.cosine + policy.CONTEXT_WEIGHT * float(cos)
+            dense = c.cosine + policy.CONTEXT_WEIGHT * max(0.0, float(cos) - c.cosine)
             c.relevance = policy.DENSE_WEIGHT * dense + c.lexical
         pool.sort(key=lambda c: (-c.relevance, c.hit.rank, c.start))
     return _distinct(pool, limit)
