@@ -14,7 +14,7 @@ import math
 
 # --- evidence selection (rag.evidence.select) ---------------------------------------------------
 DENSE_WEIGHT = 0.6  # relevance = 0.6 * cosine + 0.4 * question-word coverage (+ bonuses)
-CONTEXT_WEIGHT = 0.5  # share of that cosine taken from the sentence read after the one before it (calibration)
+CONTEXT_WEIGHT = 0.4  # weight of what reading a sentence after the one before it adds to its cosine (README "Eval")
 CONTEXT_POOL = 24  # ... for this many leading candidates: 4x the sentences kept, a third of the embedding work
 ANSWER_TYPE_BONUS = 0.1  # the sentence holds something of the kind asked for that the question lacks
 SOURCE_BONUS = 0.1  # the question names this article's publisher ("according to X")
