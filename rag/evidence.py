@@ -2,7 +2,8 @@
 they are enough to answer at all.
 
 Shape: Hits (chunks) -> candidate sentences with absolute offsets -> relevance = blend of the
-embedder's cosine and the share of the question's content words the sentence and its article's
+embedder's cosine (raised, for the leading candidates, by what reading the sentence after the one
+before it adds) and the share of the question's content words the sentence and its article's
 title, publisher and date hold -> greedy selection that skips near-copies (folded into
 `also_reported_by`) and keeps at most a few sentences per article, so two crises reported on two
 dates both reach the prompt.
