@@ -86,7 +86,8 @@ class OnnxEmbedder:
         self._cache: dict[str, np.ndarray] = {}
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """(len(texts), dim) float32, unit length; batches of similar lengths, original order."""
+        """(len(texts), dim) float32, unit length, in the original order; fp32 batches texts of
+        similar lengths, int8 embeds one per call (INT8_BATCH)."""
         out = np.zeros((len(texts), self.identity["dim"]), dtype=np.float32)
         todo = sorted({t for t in texts if t not in self._cache})
         if len(self._cache) + len(todo) > CACHE or not self.cache:  # full: start over, with this call's texts

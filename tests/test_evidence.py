@@ -132,6 +132,7 @@ def test_a_sentence_is_also_read_after_the_one_before_it():
     question = "When will the steel plant close?"
     ferry = hit("The harbour ferry timetable was reviewed. She said it would close in March.", doc_id="ferry.txt")
     plant = hit("The steel plant was sold to a rival. He said it would close in March.", doc_id="plant.txt", rank=2)
+
     def quoted() -> str:  # the two "close in March" sentences are near-copies: one is quoted, one folded
         return next(e.doc_id for e in evidence.select(question, [ferry, plant], bag_embed)
                     if e.text.endswith("close in March."))
