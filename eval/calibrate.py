@@ -28,7 +28,7 @@ from rag import evidence, policy
 from rag.config import Settings
 from rag.evaluate import load_gold, score_answer, summarise
 from rag.filters import recent_window
-from rag.pipeline import Pipeline, extractive
+from rag.pipeline import Pipeline, as_read, compose, extractive
 
 CONTEXT_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 GROUP_SHARES = (0.8, 0.82, 0.85, 0.86, 0.87, 0.88, 0.9)
@@ -96,11 +96,12 @@ def memoised(embed):
 
 
 def as_answer(chosen: list, sentences: list, abstained: bool, hits: list) -> dict:
-    """The fields of a `rag ask --json` answer that rag.evaluate scores."""
-    return {"abstained": abstained, "answer": " ".join(s.text for s in sentences),
+    """The fields of a `rag ask --json` answer that rag.evaluate scores, built as `rag ask` builds them."""
+    sentences, used = as_read(sentences, chosen)
+    return {"abstained": abstained, "answer": compose(sentences),
             "sentences": [{"text": s.text, "citations": s.citations} for s in sentences],
             "citations": [{"n": e.n, "doc_id": e.doc_id, "quote": e.text, "also_reported_by": e.also_reported_by}
-                          for e in chosen],
+                          for e in used],
             "retrieved": [{"doc_id": h.doc_id} for h in hits]}
 
 

@@ -183,7 +183,7 @@ class Pipeline:
             else:
                 sentences = complete(q, sentences, chosen, notes)
 
-        sentences, used = citations.renumber(date_sentences(sentences, chosen), chosen)
+        sentences, used = as_read(sentences, chosen)
         abstained = not sentences
         timings = {"retrieve": retrieve_ms, "total": _ms(started)}
         if draft.first_token_ms is not None:
@@ -307,6 +307,12 @@ def date_sentences(sentences: list[Sentence], items: list[Evidence]) -> list[Sen
 
     return [replace(s, label=_label(by_n[s.citations[0]])) if s.citations else s
             for s in sorted(sentences, key=key)]
+
+
+def as_read(sentences: list[Sentence], items: list[Evidence]) -> tuple[list[Sentence], list[Evidence]]:
+    """The sentences as the user reads them (dated when dates differ, citations renumbered 1..m),
+    and the evidence they cite. `rag ask` and eval/calibrate.py both answer through this."""
+    return citations.renumber(date_sentences(sentences, items), items)
 
 
 def compose(sentences: list[Sentence]) -> str:

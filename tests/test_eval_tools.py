@@ -105,3 +105,32 @@ def test_the_selection_pick_is_the_best_sum_of_the_three_rates(capsys):
     calibrate.print_selection([(w, s, {"accuracy": a, "citation_precision": c, "abstain_recall": r,
                                        "false_abstain_rate": 0.03}) for w, s, a, c, r in rates])
     assert "CONTEXT_WEIGHT = 0.3\nGROUP_SHARE = 0.87" in capsys.readouterr().out
+
+
+def test_the_selection_grid_scores_the_shipped_settings_as_rag_eval_does(tmp_path, monkeypatch, real_embedder,
+                                                                         counter):
+    """The grid picks settings by what `rag eval` would report: at the shipped point both must
+    agree on every rate. eval/news has answers whose sentences come from articles of different
+    dates, so the date labels `rag ask` adds count (a grid without them was a question off)."""
+    from rag import policy
+    from rag.config import Settings
+    from rag.evaluate import load_gold, run_eval
+    from rag.indexer import index_paths
+    from rag.pipeline import Pipeline
+
+    index = tmp_path / "index"
+    index_paths([str(EVAL / "news" / "articles")], Settings(index=str(index)), embedder=real_embedder,
+                counter=counter)
+    calibrate = _load("calibrate")
+    monkeypatch.setattr(calibrate, "CONTEXT_WEIGHTS", (policy.CONTEXT_WEIGHT,))
+    monkeypatch.setattr(calibrate, "GROUP_SHARES", (policy.GROUP_SHARE,))
+    gold = load_gold(EVAL / "news" / "gold.jsonl")
+    [(_, _, grid)] = calibrate.selection_grid(gold, str(index))
+
+    pipeline = Pipeline(Settings(index=str(index), mode="extractive"))
+    try:
+        _, report = run_eval(gold, lambda q, day: pipeline.ask(q, as_of=day), {})
+    finally:
+        pipeline.close()
+    for name in ("accuracy", "citation_precision", "citation_recall", "abstain_recall", "false_abstain_rate"):
+        assert grid[name] == report["metrics"][name], name
