@@ -39,12 +39,12 @@ from rag.words import (
     content_tokens,
     covered,
     date_words,
+    is_number,
     names_publisher,
     passage_tokens,
     publisher_words,
 )
 
-_NUMBER = re.compile(r"\b\d[\d,.]*\b")
 _YEAR = re.compile(r"(19|20)\d\d")
 
 KIND_NAMES = {DATE_TEXT: "a date", COUNT_TEXT: "a number", DURATION_TEXT: "a duration", NAME_TEXT: "a name"}
@@ -123,7 +123,7 @@ def key_terms(question: str) -> set[str]:
     for m in NAME_TEXT.finditer(question):
         words = m.group(0).split()
         terms |= content_tokens(" ".join(words[1:] if m.start() == first else words))  # not "What", "How"
-    terms |= content_tokens(" ".join(_NUMBER.findall(question)))
+    terms |= {t for t in content_tokens(question) if is_number(t)}  # "43.8 million" as passages read it
     return terms
 
 

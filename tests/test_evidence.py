@@ -175,3 +175,11 @@ def test_a_window_holds_only_dated_articles_inside_it():
 ])
 def test_the_asking_sentence_decides_what_kind_of_answer_is_wanted(question, kind):
     assert evidence.KIND_NAMES[evidence.answer_type(question)] == kind
+
+
+def test_a_number_in_the_question_is_read_as_passages_read_it():
+    from rag.evidence import key_terms
+    from rag.words import passage_tokens
+
+    terms = key_terms("Which city counted 43.8 million visitors in 2024?")
+    assert {t for t in terms if t[0].isdigit()} <= passage_tokens("The city had 43.8 million visitors in 2024.")
