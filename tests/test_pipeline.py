@@ -254,3 +254,25 @@ def test_this_week_prefers_the_articles_of_the_days_before_asking(tmp_path, real
         assert p.ask(plain, as_of="2023-03-05").answer == p.ask(plain, as_of="2019-03-04").answer
     finally:
         p.close()
+
+
+def _evidence(n: int, text: str, doc: str, score: float):
+    from rag.types import Evidence
+
+    return Evidence(n=n, doc_id=doc, chunk_id=f"{doc}:0-1", start=0, end=len(text), text=text, title="t",
+                    date="2024-04-01", source=None, score=score)
+
+
+def test_a_cited_source_comes_in_verbatim_when_the_answer_drops_its_figure():
+    from rag.pipeline import complete
+    from rag.types import Sentence
+
+    question = "What share of the world will see the eclipse?"
+    best = _evidence(1, "Only 0.55% of the world population, or 43.8 million people, will see the eclipse.", "a", 0.9)
+    garbled = [Sentence("The share of the world that will see the eclipse is 43.8 million people.", [1], True)]
+    notes: list[str] = []
+    assert [s.text for s in complete(question, garbled, [best], notes)][-1] == best.text
+    assert "drops 0.55" in notes[0] and "43" not in notes[0]  # "43.8 million" was kept
+
+    faithful = [Sentence("Only 0.55% of the world, 43.8 million people, will see it.", [1], True)]
+    assert complete(question, faithful, [best], []) == faithful  # nothing of [1] is missing: no copy
