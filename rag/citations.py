@@ -181,6 +181,25 @@ _META_RE = re.compile(r"\b(?:the|these|this|those|provided|given|numbered|above|
                       r"|\bsource\s*\[?\d|\binstructions?\b|^\s*(?:question|answer)\s*:", re.IGNORECASE)
 
 
+# "According to the sources, Louisiana will ...", "The answer is: 115": a lead-in about the sources
+# or the task before a claim. The lead-in goes; the claim is judged like any other sentence.
+_LEAD_IN_RE = re.compile(
+    r"^\s*(?:(?:according\s+to|based\s+on|as\s+(?:stated|reported|said)\s+in|from|in)\s+"
+    r"(?:the|these|this|those)\s+(?:provided\s+|given\s+|numbered\s+|above\s+)?"
+    r"(?:sources?|articles?|passages?|context|texts?|documents?)(?:\s*\[\d+\])*\s*,\s*"
+    r"|(?:the\s+)?answer(?:\s+is)?\s*:\s*)",
+    re.IGNORECASE)
+
+
+def without_lead_in(sentence: str) -> str:
+    """The sentence without a leading "According to the sources," or "The answer is:"."""
+    m = _LEAD_IN_RE.match(sentence)
+    if not m or m.end() == len(sentence):
+        return sentence
+    rest = sentence[m.end():]
+    return rest[:1].upper() + rest[1:]
+
+
 def non_answer(sentence: str, question: str) -> str | None:
     """Why a sentence is no answer to `question` (None when it may be one).
 
@@ -253,6 +272,10 @@ def verify(answer_text: str, evidence: list[Evidence], threshold: float = policy
             if i not in by_n and i not in invented:
                 invented.append(i)
                 notes.append(f"removed citation [{i}]: no such source")
+        claim_text = without_lead_in(text)
+        if claim_text != text:
+            notes.append(f"dropped the lead-in of {_short(text)!r}")
+            text = claim_text
         why_not = non_answer(text, question)
         if why_not:
             notes.append(f"dropped {_short(text)!r}: {why_not}")

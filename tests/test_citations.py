@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -373,13 +375,25 @@ PULWAMA = ("The attack in Pulwama was claimed by the Pakistan-based Islamist gro
 @pytest.mark.parametrize("answer", [
     "Question: How did Pakistan retaliate against Indian airlines [1]?",
     "The State Department spokesperson quoted by the answer is: [1].",
-    "According to the provided sources, the attack was claimed by Jaish-e-Mohammed [1].",
+    "According to the provided sources, the attack in Pulwama was claimed [1].",
     "The attack in Pulwama was claimed [1].",  # adds nothing the question lacks
 ])
 def test_non_answers_are_never_printed_as_supported(answer):
     question = "Who claimed the attack in Pulwama?"
     verified = verify(answer, [ev(1, PULWAMA)], question=question)
     assert all(s.text not in answer for s in verified.sentences)
+
+
+@pytest.mark.parametrize("answer", [
+    "According to the provided sources, the attack was claimed by Jaish-e-Mohammed [1].",
+    "The answer is: Jaish-e-Mohammed [1].",
+])
+def test_a_lead_in_about_the_sources_goes_and_the_claim_is_judged_alone(answer):
+    verified = verify(answer, [ev(1, PULWAMA)], question="Who claimed the attack in Pulwama?")
+    [sentence] = verified.sentences
+    assert sentence.supported and "Jaish-e-Mohammed" in sentence.text
+    assert not re.search(r"(?i)sources|answer is", sentence.text)
+    assert sentence.text[0].isupper()
 
 
 def test_a_name_the_cited_source_lacks_sinks_the_sentence():
