@@ -192,9 +192,11 @@ _LEAD_IN_RE = re.compile(
 
 
 def without_lead_in(sentence: str) -> str:
-    """The sentence without a leading "According to the sources," or "The answer is:"."""
+    """The sentence without a leading "According to the sources," or "The answer is:". Only a
+    whole claim is freed: a bare "14" after "The answer is:" is checkable only as "a 14 occurs in
+    the source", so that sentence stays as it was (and is dropped as talk about the task)."""
     m = _LEAD_IN_RE.match(sentence)
-    if not m or m.end() == len(sentence):
+    if not m or len(sentence[m.end():].split()) < policy.MIN_WORDS:
         return sentence
     rest = sentence[m.end():]
     return rest[:1].upper() + rest[1:]

@@ -377,6 +377,7 @@ PULWAMA = ("The attack in Pulwama was claimed by the Pakistan-based Islamist gro
     "The State Department spokesperson quoted by the answer is: [1].",
     "According to the provided sources, the attack in Pulwama was claimed [1].",
     "The attack in Pulwama was claimed [1].",  # adds nothing the question lacks
+    "The answer is: 40 [1].",  # a bare figure is no checkable claim, whatever the source holds
 ])
 def test_non_answers_are_never_printed_as_supported(answer):
     question = "Who claimed the attack in Pulwama?"
@@ -386,7 +387,7 @@ def test_non_answers_are_never_printed_as_supported(answer):
 
 @pytest.mark.parametrize("answer", [
     "According to the provided sources, the attack was claimed by Jaish-e-Mohammed [1].",
-    "The answer is: Jaish-e-Mohammed [1].",
+    "The answer is: the Islamist group Jaish-e-Mohammed [1].",
 ])
 def test_a_lead_in_about_the_sources_goes_and_the_claim_is_judged_alone(answer):
     verified = verify(answer, [ev(1, PULWAMA)], question="Who claimed the attack in Pulwama?")
