@@ -117,7 +117,7 @@ def _is_heading(text: str) -> bool:
 
 
 def key_terms(question: str) -> set[str]:
-    """The question's specific terms: capitalised names (not the first word) and numbers."""
+    """A question's (or a sentence's) specific terms: capitalised names (not the first word) and numbers."""
     terms: set[str] = set()
     first = len(question) - len(question.lstrip())
     for m in NAME_TEXT.finditer(question):
