@@ -5,7 +5,7 @@ Usage:
     .venv/bin/python eval/calibrate.py GOLD.jsonl INDEX --selection
 
 `--selection` instead scores a grid of the evidence-selection settings that decide which
-sentences an extractive answer quotes (CONTEXT_WEIGHT x GROUP_SHARE), with the rag eval metrics,
+sentences an extractive answer quotes (CONTEXT_WEIGHT x PER_ARTICLE x GROUP_SHARE), with the rag eval metrics,
 and prints the pick: the highest sum of accuracy, citation precision and abstain recall.
 
 Run it on the calibration split only (RealTimeQA weeks of 2023: eval/data/realtimeqa/calib, made
@@ -20,6 +20,7 @@ with the calibration figures it reaches.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 
 import numpy as np
@@ -31,7 +32,9 @@ from rag.filters import recent_window
 from rag.pipeline import Pipeline, as_read, compose, extractive
 
 CONTEXT_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+PER_ARTICLES = (2, 3, 4, 6)
 GROUP_SHARES = (0.8, 0.82, 0.85, 0.86, 0.87, 0.88, 0.9)
+SETTINGS = ("CONTEXT_WEIGHT", "PER_ARTICLE", "GROUP_SHARE")
 
 
 def feature_rows(gold: list[dict], index: str) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -105,17 +108,17 @@ def as_answer(chosen: list, sentences: list, abstained: bool, hits: list) -> dic
             "retrieved": [{"doc_id": h.doc_id} for h in hits]}
 
 
-def selection_grid(gold: list[dict], index: str) -> list[tuple[float, float, dict]]:
-    """(CONTEXT_WEIGHT, GROUP_SHARE, eval metrics of extractive answers) for every grid point."""
+def selection_grid(gold: list[dict], index: str) -> list[tuple[tuple, dict]]:
+    """((CONTEXT_WEIGHT, PER_ARTICLE, GROUP_SHARE), eval metrics of extractive answers) for every grid point."""
     pipeline = Pipeline(Settings(index=index, mode="extractive"))
-    saved = policy.CONTEXT_WEIGHT, policy.GROUP_SHARE
+    saved = tuple(getattr(policy, name) for name in SETTINGS)
     embed = memoised(pipeline.embedder.embed)
     results = []
     try:
         searched = [(item, pipeline.retriever.search(item["question"], pipeline.settings.k, as_of=item.get("date")))
                     for item in gold]
-        for weight in CONTEXT_WEIGHTS:
-            policy.CONTEXT_WEIGHT = weight
+        for weight, per_article in itertools.product(CONTEXT_WEIGHTS, PER_ARTICLES):
+            policy.CONTEXT_WEIGHT, policy.PER_ARTICLE = weight, per_article
             judged = []
             for item, hits in searched:
                 q = item["question"]
@@ -126,25 +129,28 @@ def selection_grid(gold: list[dict], index: str) -> list[tuple[float, float, dic
                 rows = [score_answer(item, as_answer(chosen, extractive(item["question"], chosen) if ok else [],
                                                      not ok, hits))
                         for item, hits, chosen, ok in judged]
-                results.append((weight, share, summarise(rows, {})["metrics"]))
+                results.append(((weight, per_article, share), summarise(rows, {})["metrics"]))
     finally:
-        policy.CONTEXT_WEIGHT, policy.GROUP_SHARE = saved
+        for name, value in zip(SETTINGS, saved, strict=True):
+            setattr(policy, name, value)
         pipeline.close()
     return results
 
 
-def print_selection(results: list[tuple[float, float, dict]]) -> None:
+def print_selection(results: list[tuple[tuple, dict]]) -> None:
     """The grid, and the pick: the most accuracy + citation precision + abstain recall."""
     def total(m: dict) -> float:
         return sum(m[name] or 0.0 for name in ("accuracy", "citation_precision", "abstain_recall"))
 
-    print("CONTEXT_WEIGHT  GROUP_SHARE  accuracy  citation_precision  abstain_recall  false_abstain")
-    for weight, share, m in results:
-        print(f"{weight:14.2f}  {share:11.2f}  {m['accuracy']:8.1%}  {m['citation_precision']:18.1%}  "
+    print("  ".join(SETTINGS) + "  accuracy  citation_precision  abstain_recall  false_abstain")
+    for point, m in results:
+        print("  ".join(f"{v:>{len(name)}}" for name, v in zip(SETTINGS, point, strict=True)) +
+              f"  {m['accuracy']:8.1%}  {m['citation_precision']:18.1%}  "
               f"{m['abstain_recall'] or 0:14.1%}  {m['false_abstain_rate'] or 0:13.1%}")
-    weight, share, m = max(results, key=lambda r: total(r[2]))
-    print(f"CONTEXT_WEIGHT = {weight}\nGROUP_SHARE = {share}  # accuracy {m['accuracy']:.1%}, "
-          f"citation precision {m['citation_precision']:.1%}, abstain recall {m['abstain_recall'] or 0:.1%}")
+    point, m = max(results, key=lambda r: total(r[1]))
+    print("\n".join(f"{name} = {v}" for name, v in zip(SETTINGS, point, strict=True)) +
+          f"  # accuracy {m['accuracy']:.1%}, citation precision {m['citation_precision']:.1%}, "
+          f"abstain recall {m['abstain_recall'] or 0:.1%}")
 
 
 def main() -> None:

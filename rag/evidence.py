@@ -184,8 +184,10 @@ def top_by_cosine(question: str, hits: list[Hit], embed: Callable[[list[str]], n
     return _distinct(pool, limit, per_article=limit)
 
 
-def _distinct(pool: list[Candidate], limit: int, per_article: int = policy.PER_ARTICLE) -> list[Evidence]:
-    """Greedy pick in `pool` order, folding near-copies into `also_reported_by`."""
+def _distinct(pool: list[Candidate], limit: int, per_article: int | None = None) -> list[Evidence]:
+    """Greedy pick in `pool` order, folding near-copies into `also_reported_by`; at most
+    `per_article` (default policy.PER_ARTICLE, read per call: eval/calibrate.py grids it) per article."""
+    per_article = per_article or policy.PER_ARTICLE
     chosen: list[Candidate] = []
     copies: dict[int, list[str]] = {}
     per_doc: dict[str, int] = {}

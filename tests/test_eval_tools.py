@@ -101,10 +101,10 @@ def test_the_selection_grid_embeds_each_text_once_and_keeps_its_vector():
 
 def test_the_selection_pick_is_the_best_sum_of_the_three_rates(capsys):
     calibrate = _load("calibrate")
-    rates = [(0.0, 0.85, 0.60, 0.70, 0.20), (0.3, 0.87, 0.62, 0.71, 0.20), (0.5, 0.90, 0.70, 0.60, 0.10)]
-    calibrate.print_selection([(w, s, {"accuracy": a, "citation_precision": c, "abstain_recall": r,
-                                       "false_abstain_rate": 0.03}) for w, s, a, c, r in rates])
-    assert "CONTEXT_WEIGHT = 0.3\nGROUP_SHARE = 0.87" in capsys.readouterr().out
+    rates = [(0.0, 3, 0.85, 0.60, 0.70, 0.20), (0.3, 4, 0.87, 0.62, 0.71, 0.20), (0.5, 6, 0.90, 0.70, 0.60, 0.10)]
+    calibrate.print_selection([((w, p, s), {"accuracy": a, "citation_precision": c, "abstain_recall": r,
+                                            "false_abstain_rate": 0.03}) for w, p, s, a, c, r in rates])
+    assert "CONTEXT_WEIGHT = 0.3\nPER_ARTICLE = 4\nGROUP_SHARE = 0.87" in capsys.readouterr().out
 
 
 def test_the_selection_grid_scores_the_shipped_settings_as_rag_eval_does(tmp_path, monkeypatch, real_embedder,
@@ -123,9 +123,10 @@ def test_the_selection_grid_scores_the_shipped_settings_as_rag_eval_does(tmp_pat
                 counter=counter)
     calibrate = _load("calibrate")
     monkeypatch.setattr(calibrate, "CONTEXT_WEIGHTS", (policy.CONTEXT_WEIGHT,))
+    monkeypatch.setattr(calibrate, "PER_ARTICLES", (policy.PER_ARTICLE,))
     monkeypatch.setattr(calibrate, "GROUP_SHARES", (policy.GROUP_SHARE,))
     gold = load_gold(EVAL / "news" / "gold.jsonl")
-    [(_, _, grid)] = calibrate.selection_grid(gold, str(index))
+    [(_, grid)] = calibrate.selection_grid(gold, str(index))
 
     pipeline = Pipeline(Settings(index=str(index), mode="extractive"))
     try:
