@@ -252,8 +252,7 @@ def verify(answer_text: str, evidence: list[Evidence], threshold: float = policy
 
     Per sentence: invented ids are removed; supported when its best cited evidence scores
     >= threshold; else any evidence that scores >= threshold is cited instead (the model forgot
-    or mis-numbered the citation); else two sentences of one article that together score >=
-    threshold are cited (`_one_article_pair`); else, with replace_unsupported, the sentence becomes the
+    or mis-numbered the citation); else, with replace_unsupported, the sentence becomes the
     text of the evidence sentence it is closest to (dropped when that evidence is cited
     elsewhere in the answer, or nothing is close), or without it, is kept with supported=False.
     A non-answer (see `non_answer`) is dropped whatever it cites. The answer is abstained when it
@@ -295,11 +294,6 @@ def verify(answer_text: str, evidence: list[Evidence], threshold: float = policy
             notes.append(f"cited [{best}] for {what} sentence: {_short(text)!r}")
             rows.append((text, valid, Sentence(text, [best], True)))
             continue
-        pair = _one_article_pair(claim, evidence, tokens, valid, threshold)
-        if pair:
-            notes.append(f"cited {_marks(pair)}, two sentences of one article, for {_short(text)!r}")
-            rows.append((text, valid, Sentence(text, pair, True)))
-            continue
         rows.append((text, valid, None))
 
     if is_abstention(answer_text):
@@ -319,30 +313,6 @@ def verify(answer_text: str, evidence: list[Evidence], threshold: float = policy
         return Verified([], [], invented, notes + ["no supported sentence left"], True)
     used = _dedupe([n for s in sentences for n in s.citations])
     return Verified(sentences, used, invented, notes, False)
-
-
-def _one_article_pair(claim: Claim, evidence: list[Evidence], tokens: dict[int, set[str]], valid: list[int],
-                      threshold: float) -> list[int]:
-    """Two evidence sentences of one article that together support the claim, cited as [a][b].
-
-    A model that reads a whole passage joins what one article says in two sentences ("Harriet
-    Tubman ..." and "... at a Veterans Day ceremony"). Both halves are held to every check a single
-    source is (each name, number and date, each clause). Two articles are never joined: that is
-    how a blend of two events ("Pahalgam ... claimed by JeM") would pass. Pairs with a source the
-    model cited come first, then the better ranked.
-    """
-    best: tuple[tuple, list[int]] | None = None
-    for i, a in enumerate(evidence):
-        for b in evidence[i + 1:]:
-            if a.doc_id != b.doc_id:
-                continue
-            score = _claim_support(claim, tokens[a.n] | tokens[b.n])
-            if score < threshold:
-                continue
-            key = (a.n in valid or b.n in valid, score, -i)
-            if best is None or key > best[0]:
-                best = (key, [a.n, b.n])
-    return best[1] if best else []
 
 
 def _marks(ids: list[int]) -> str:

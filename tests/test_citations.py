@@ -409,19 +409,11 @@ def test_a_spelled_out_name_matches_its_abbreviation_both_ways():
     assert support_score("The US urged Pakistan to act.", "The United States urged Pakistan to act.") == 1.0
 
 
-def test_a_claim_two_sentences_of_one_article_support_cites_both():
-    article = [ev(1, "Maryland Gov. Wes Moore awarded Tubman the rank of brigadier general at a Veterans Day ceremony.",
-                  doc_id="tubman.txt"),
-               ev(2, "Abolitionist Harriet Tubman led an armed raid during the Civil War.", doc_id="tubman.txt")]
-    claim = "Harriet Tubman was awarded the rank of brigadier general at a Veterans Day ceremony."
-    [sentence] = verify(claim, article).sentences
-    assert sentence.text == claim and sentence.supported and sentence.citations == [1, 2]
-
-
-def test_two_articles_are_never_joined_into_one_claim():
-    pahalgam = ev(4, "Tourists were shot in Pahalgam, killing 26 civilians.", date="2025-04-22")
-    blended = "The attack in Pahalgam was claimed by the Pakistan-based Islamist group Jaish-e-Mohammed (JeM)."
-    verified = verify(f"{blended} [1]", [ev(1, PULWAMA), pahalgam])
-    assert all(s.text != blended for s in verified.sentences)
-    same_article = [ev(1, PULWAMA, doc_id="one.txt"), ev(4, pahalgam.text, doc_id="one.txt")]
-    assert [s.citations for s in verify(f"{blended} [1]", same_article).sentences] == [[1, 4]]
+def test_two_sentences_of_one_article_never_vouch_for_a_claim_together():
+    """Joining sentences of one article lets a blend through: each half is in the article, the
+    claim is false. Measured on the calibration split: +1 question, 35 joined claims, some false."""
+    article = [ev(1, "Jon Rahm won the 2023 Masters Tournament at Augusta National.", doc_id="golf.txt"),
+               ev(2, "Bubba Watson won the Masters Tournament in 2014 as well.", doc_id="golf.txt")]
+    blend = "The 2023 Masters Tournament was won by Bubba Watson at Augusta National."
+    verified = verify(f"{blend} [1][2]", article)
+    assert all(s.text != blend for s in verified.sentences)
