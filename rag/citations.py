@@ -72,17 +72,33 @@ def _move_markers_before_end(m: re.Match[str]) -> str:
     return f" {markers}{m.group(1)}"
 
 
+# A source line's own opening, echoed by the model: "[2] (2023-02-14, usatoday.com) Nikki Haley ...".
+_SOURCE_ECHO_RE = re.compile(r"(\[\s*\d{1,4}\s*\])\s*\((?:\d{4}-\d\d-\d\d|date unknown)[^()\n]{0,80}\)\s*")
+
+
 def parse_answer(text: str) -> list[tuple[str, list[int]]]:
     """Each answer sentence's clean text (markers removed) with its marker ids, in order, de-duplicated.
 
     A marker after a sentence's final punctuation, or at the start of the next sentence, belongs
     to the preceding sentence; a sentence that is only markers gives its ids to the one before.
-    List bullets ("- ", "1. ") at line starts are dropped so they do not read as sentences.
+    A marker followed by a source's date label ("[2] (2023-02-14, usatoday.com) ...") copies how
+    the prompt lists sources: it belongs to the sentence it opens, and the label goes (the answer
+    gets its own date labels). List bullets ("- ", "1. ") at line starts are dropped so they do not
+    read as sentences.
     """
     text = _LIST_BULLET_RE.sub("", text)
+    pieces = _SOURCE_ECHO_RE.split(text)  # [before, marker, after, marker, after, ...]
+    out = _parse_run(pieces[0], [])
+    for marker, run in zip(pieces[1::2], pieces[2::2], strict=True):
+        out += _parse_run(run, _ids(marker))
+    return out
+
+
+def _parse_run(text: str, pending: list[int]) -> list[tuple[str, list[int]]]:
+    """parse_answer for a stretch of text; `pending` ids go to its first sentence."""
     text = _AFTER_END_RE.sub(_move_markers_before_end, text)
     out: list[tuple[str, list[int]]] = []
-    pending: list[int] = []  # markers seen before the first sentence with words
+    pending = list(pending)  # markers seen before the first sentence with words
     for piece in split_sentences(text):
         lead = _LEADING_MARKERS_RE.match(piece)
         if lead and out:
@@ -250,11 +266,12 @@ def verify(answer_text: str, evidence: list[Evidence], threshold: float = policy
            replace_unsupported: bool = True, question: str = "") -> Verified:
     """Keep only answer sentences the evidence supports, each with a valid citation.
 
-    Per sentence: invented ids are removed; supported when its best cited evidence scores
-    >= threshold; else any evidence that scores >= threshold is cited instead (the model forgot
-    or mis-numbered the citation); else, with replace_unsupported, the sentence becomes the
-    text of the evidence sentence it is closest to (dropped when that evidence is cited
-    elsewhere in the answer, or nothing is close), or without it, is kept with supported=False.
+    Per sentence: invented ids are removed; supported when a cited evidence scores >= threshold,
+    and then it cites only the evidence that does (each cited source must hold its claim); else
+    any evidence that scores >= threshold is cited instead (the model forgot or mis-numbered the
+    citation); else, with replace_unsupported, the sentence becomes the text of the evidence
+    sentence it is closest to (dropped when that evidence is cited elsewhere in the answer, or
+    nothing is close), or without it, is kept with supported=False.
     A non-answer (see `non_answer`) is dropped whatever it cites. The answer is abstained when it
     holds ABSTAIN_PHRASE or nothing is left.
     """
@@ -284,9 +301,12 @@ def verify(answer_text: str, evidence: list[Evidence], threshold: float = policy
             continue
         claim = claim_of(text)
         scores = {n: _claim_support(claim, tokens[n]) for n in by_n}
-        best_cited = max((scores[n] for n in valid), default=0.0)
-        if best_cited >= threshold:
-            rows.append((text, valid, Sentence(text, valid, True)))
+        holding = [n for n in valid if scores[n] >= threshold]
+        if holding:
+            if holding != valid:  # "A [1][2]" where [2] lacks what A states: [2] does not vouch for A
+                notes.append(f"removed citation {_marks([n for n in valid if n not in holding])} "
+                             f"that does not support {_short(text)!r}")
+            rows.append((text, valid, Sentence(text, holding, True)))
             continue
         best = max(by_n, key=lambda n: scores[n], default=None)  # ties: first evidence wins
         if best is not None and scores[best] >= threshold:

@@ -72,6 +72,10 @@ def test_marker_re_ignores_other_brackets(not_marker):
     ("1. First point [1]\n2. Second point [2]", [("First point", [1]), ("Second point", [2])]),
     ("", []),
     ("[1][2]", []),
+    # the prompt's own source-line opening, copied: the marker opens its sentence, the label goes
+    ("[2] (2023-02-14, usatoday.com) Haley runs.", [("Haley runs.", [2])]),
+    ("Biden spoke in March. [2] (2022-03-01, AP) He left.", [("Biden spoke in March.", []), ("He left.", [2])]),
+    ("[1] (date unknown, AFP) Troops left. Talks began [3].", [("Troops left.", [1]), ("Talks began.", [3])]),
 ])
 def test_parse_answer(answer, expected):
     assert parse_answer(answer) == expected
@@ -143,6 +147,12 @@ def test_supported_answer_is_kept():
     assert isinstance(v, Verified)
     assert v.sentences == [Sentence("The US urged Pakistan to punish those responsible.", [1], True)]
     assert v.used == [1] and v.invented == [] and not v.abstained
+
+
+def test_a_cited_source_that_lacks_the_claim_is_no_longer_cited():
+    v = verify("The US urged Pakistan to punish those responsible [1][2].", EVIDENCE)
+    assert v.sentences == [Sentence("The US urged Pakistan to punish those responsible.", [1], True)]
+    assert v.used == [1] and any("removed citation [2]" in n for n in v.notes)
 
 
 def test_invented_ids_removed_and_counted():
