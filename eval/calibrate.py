@@ -5,8 +5,8 @@ Usage:
     .venv/bin/python eval/calibrate.py GOLD.jsonl INDEX --selection
 
 `--selection` instead scores a grid of the evidence-selection settings that decide which
-sentences an extractive answer quotes (CONTEXT_WEIGHT x PER_ARTICLE x GROUP_SHARE), with the rag eval metrics,
-and prints the pick: the highest sum of accuracy, citation precision and abstain recall.
+sentences an extractive answer quotes (CONTEXT_WEIGHT x PER_ARTICLE x GROUP_SHARE), with the rag
+eval metrics, and prints the pick: the highest sum of accuracy, citation precision and abstain recall.
 
 Run it on the calibration split only (RealTimeQA weeks of 2023: eval/data/realtimeqa/calib, made
 by eval/realtimeqa.py), never on a test split or the committed gold sets. It computes the

@@ -183,3 +183,14 @@ def test_a_number_in_the_question_is_read_as_passages_read_it():
 
     terms = key_terms("Which city counted 43.8 million visitors in 2024?")
     assert {t for t in terms if t[0].isdigit()} <= passage_tokens("The city had 43.8 million visitors in 2024.")
+
+
+def test_the_per_article_cap_is_read_when_selecting(monkeypatch):
+    """eval/calibrate.py grids PER_ARTICLE by setting it on rag.policy: select must read it per call."""
+    long = hit(" ".join(f"The council voted on plan number {i} for the harbour." for i in range(1, 7)))
+    other = hit("A second report says the harbour council met on Monday.", doc_id="b.txt", rank=2)
+    question = "What did the harbour council vote on?"
+    for cap in (1, 2, 4):
+        monkeypatch.setattr(policy, "PER_ARTICLE", cap)
+        chosen = evidence.select(question, [long, other], bag_embed)
+        assert sum(e.doc_id == "a.txt" for e in chosen) == cap
