@@ -422,8 +422,8 @@ def test_a_spelled_out_name_matches_its_abbreviation_both_ways():
 def test_two_sentences_of_one_article_never_vouch_for_a_claim_together():
     """Joining sentences of one article lets a blend through: each half is in the article, the
     claim is false. Measured on the calibration split: +1 question, 35 joined claims, some false."""
-    article = [ev(1, "Jon Rahm won the 2023 Masters Tournament at Augusta National.", doc_id="golf.txt"),
-               ev(2, "Bubba Watson won the Masters Tournament in 2014 as well.", doc_id="golf.txt")]
-    blend = "The 2023 Masters Tournament was won by Bubba Watson at Augusta National."
+    article = [ev(1, "Lena Kovac won the 2023 Harbour Open at Porto Marina.", doc_id="tennis.txt"),
+               ev(2, "Sofia Marchetti won the Harbour Open in 2014 as well.", doc_id="tennis.txt")]
+    blend = "The 2023 Harbour Open was won by Sofia Marchetti at Porto Marina."
     verified = verify(f"{blend} [1][2]", article)
     assert all(s.text != blend for s in verified.sentences)
