@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from rag import policy
-from rag.prompts import ABSTAIN_PHRASE
+from rag.prompts import ABSTAIN_PHRASE, SOURCE_LINE_OPENING
 from rag.sentences import split_sentences
 from rag.types import Evidence, Sentence
 from rag.words import (
@@ -72,8 +72,8 @@ def _move_markers_before_end(m: re.Match[str]) -> str:
     return f" {markers}{m.group(1)}"
 
 
-# A source line's own opening, echoed by the model: "[2] (2023-02-14, usatoday.com) Nikki Haley ...".
-_SOURCE_ECHO_RE = re.compile(r"(\[\s*\d{1,4}\s*\])\s*\((?:\d{4}-\d\d-\d\d|date unknown)[^()\n]{0,80}\)\s*")
+# A source line's opening copied by the model, label and all: "[2] (2023-02-14, usatoday.com) Haley ...".
+_SOURCE_ECHO_RE = re.compile(SOURCE_LINE_OPENING + r"[^()\n]{0,80}\)\s*")
 
 
 def parse_answer(text: str) -> list[tuple[str, list[int]]]:
@@ -87,10 +87,10 @@ def parse_answer(text: str) -> list[tuple[str, list[int]]]:
     read as sentences.
     """
     text = _LIST_BULLET_RE.sub("", text)
-    pieces = _SOURCE_ECHO_RE.split(text)  # [before, marker, after, marker, after, ...]
+    pieces = _SOURCE_ECHO_RE.split(text)  # [before, number, after, number, after, ...]
     out = _parse_run(pieces[0], [])
-    for marker, run in zip(pieces[1::2], pieces[2::2], strict=True):
-        out += _parse_run(run, _ids(marker))
+    for number, run in zip(pieces[1::2], pieces[2::2], strict=True):
+        out += _parse_run(run, [int(number)])
     return out
 
 

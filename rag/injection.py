@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import re
 
+from rag.prompts import SOURCE_LINE_OPENING
+
 _FLAGS = re.IGNORECASE
 
 _PATTERNS = [
@@ -43,7 +45,7 @@ _PATTERNS = [
     r"\"role\"\s*:\s*\"(system|assistant|developer)\"",
     # A fake evidence line as the prompt numbers them ("[2] (2025-01-01, Wire Service) ..."), the prompt's
     # delimiters (<<<SOURCES), and a completed exchange on one line ("Q: ...? A: ...").
-    r"\[\d+\]\s*\((\d{4}-\d\d-\d\d|undated|date unknown)\b|<{3,}|>{3,}|\bQ:[^\n]*\?[ \t]*A:[ \t]",
+    SOURCE_LINE_OPENING + r"|<{3,}|>{3,}|\bQ:[^\n]*\?[ \t]*A:[ \t]",
 ]
 _INSTRUCTION = re.compile("|".join(f"(?:{p})" for p in _PATTERNS), _FLAGS | re.MULTILINE)
 _INVISIBLE = re.compile("[\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
