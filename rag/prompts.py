@@ -38,7 +38,7 @@ SOURCES_CLOSE = "SOURCES>>>"
 # How each source line opens inside them: "[2] (2023-02-14, usatoday.com) ..." (rag.pipeline
 # writes it). An article that holds one forges evidence (rag.injection); an answer that holds one
 # copies the prompt, and its number cites the sentence it opens (rag.citations). Group 1: the number.
-SOURCE_LINE_OPENING = r"\[\s*(\d{1,4})\s*\]\s*\((?:\d{4}-\d\d-\d\d|undated|date unknown)\b"
+SOURCE_LINE_OPENING = r"\[\s*(\d+)\s*\]\s*\((?:\d{4}-\d\d-\d\d|undated|date unknown)\b"
 
 _HEADER = re.compile(r"#\s*variables:\s*(.*)")
 _CHECKOUT_DIR = Path(__file__).resolve().parent.parent / "prompts"
