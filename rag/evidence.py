@@ -43,6 +43,7 @@ from rag.words import (
     names_publisher,
     passage_tokens,
     publisher_words,
+    question_parts,
 )
 
 _YEAR = re.compile(r"(19|20)\d\d")
@@ -127,6 +128,22 @@ def key_terms(question: str) -> set[str]:
     return terms
 
 
+def part_terms(question: str) -> list[set[str]]:
+    """For a question that asks two or more things ("Who offered to mediate in 2019, and who in
+    2025?"), the words only each part uses ({"offer", "mediat", "2019"}, {"2025"}); else [].
+    A part that shares all its words with the others adds nothing to look for and is left out."""
+    parts = [content_tokens(p) for p in question_parts(question)]
+    own = [p - set().union(*(o for j, o in enumerate(parts) if j != i)) for i, p in enumerate(parts)]
+    own = [o for o in own if o]
+    return own if len(own) >= 2 else []
+
+
+def answers_part(terms: set[str], words: set[str], dated: bool = True) -> bool:
+    """Whether a sentence (with its article's title, publisher and date) speaks to a question part.
+    An undated article may be from any year a part asks about."""
+    return any(covered(t, words) or (not dated and _YEAR.fullmatch(t)) for t in terms)
+
+
 def context_tokens(title: str | None, source: str | None, date: str | None) -> set[str]:
     """What an article says about itself: its title, its publisher and its date, as tokens."""
     return content_tokens(f"{title or ''} {publisher_words(source)} {date_words(date)}")
@@ -168,6 +185,16 @@ def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarr
             dense = c.cosine + policy.CONTEXT_WEIGHT * max(0.0, float(cos) - c.cosine)
             c.relevance = policy.DENSE_WEIGHT * dense + c.lexical
         pool.sort(key=lambda c: (-c.relevance, c.hit.rank, c.start))
+    # A question that asks two things gets the best sentence for each part into the evidence, even
+    # when every sentence about one part outranks every sentence about the other.
+    reserved = []
+    for terms in part_terms(question):
+        speaks = (c for c in pool if answers_part(terms, c.tokens | context[c.hit.doc_id], c.hit.date is not None))
+        best = next(speaks, None)
+        if best is not None and best not in reserved:
+            reserved.append(best)
+    if reserved:
+        pool = sorted(reserved, key=pool.index) + [c for c in pool if c not in reserved]
     return _distinct(pool, limit)
 
 
@@ -201,11 +228,12 @@ def _distinct(pool: list[Candidate], limit: int, per_article: int | None = None)
             continue
         per_doc[c.hit.doc_id] = per_doc.get(c.hit.doc_id, 0) + 1
         chosen.append(c)
-    return [Evidence(n=i + 1, doc_id=c.hit.doc_id, chunk_id=c.hit.chunk_id, start=c.start, end=c.end,
+    order = sorted(range(len(chosen)), key=lambda i: -chosen[i].relevance)  # numbered by relevance
+    return [Evidence(n=rank + 1, doc_id=c.hit.doc_id, chunk_id=c.hit.chunk_id, start=c.start, end=c.end,
                      text=c.text, title=c.hit.title, date=c.hit.date, source=c.hit.source,
                      score=round(c.relevance, 4), cosine=round(c.cosine, 4),
                      also_reported_by=_unique(c.hit.also_reported_by + copies.get(i, []), c.hit.doc_id))
-            for i, c in enumerate(chosen)]
+            for rank, (i, c) in enumerate((i, chosen[i]) for i in order)]
 
 
 def _jaccard(a: set[str], b: set[str]) -> float:

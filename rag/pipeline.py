@@ -251,26 +251,35 @@ class Pipeline:
 
 
 def extractive(question: str, items: list[Evidence]) -> list[Sentence]:
-    """The best evidence sentence, then any nearly as relevant one that adds what the answer lacks:
-    a part of the question not yet covered ("... and who leads it?"), or another article's account
-    (another report, often another event or date: the 2019 and the 2025 demands)."""
+    """The best evidence sentence; the best one for each further thing the question asks ("..., and
+    who leads it?", "... in 2019, and who in 2025?"); then any nearly as relevant one that adds what
+    the answer lacks: a question word not yet covered, or another article's account (another report,
+    often another event or date: the 2019 and the 2025 demands)."""
     if not items:
         return []
     ranked = sorted(items, key=lambda e: -e.score)
     top = ranked[0].score
     asked = content_tokens(question)
     picked = [ranked[0]]
-    covered = content_tokens(ranked[0].text) & asked
-    articles = {ranked[0].doc_id}
+    # A question that asks two things ("who in 2019, and who in 2025?") gets the best sentence for
+    # each part, however far below the best overall: the reader asked for both.
+    for terms in evidence.part_terms(question):
+        speaks = [e for e in ranked if evidence.answers_part(terms, evidence.evidence_tokens(e), e.date is not None)]
+        if speaks and not any(e in picked for e in speaks):
+            picked.append(speaks[0])
+    covered = set().union(*(content_tokens(e.text) for e in picked)) & asked
+    articles = {e.doc_id for e in picked}
     for e in ranked[1:]:
         if len(picked) >= policy.EXTRACTIVE_MAX or e.score < policy.GROUP_SHARE * top:
             break
+        if e in picked:
+            continue
         adds = content_tokens(e.text) & asked - covered
         if e.doc_id not in articles or adds:
             picked.append(e)
             covered |= adds
             articles.add(e.doc_id)
-    return [Sentence(e.text, [e.n], True) for e in picked]
+    return [Sentence(e.text, [e.n], True) for e in sorted(picked, key=lambda e: e.n)]
 
 
 def complete(question: str, sentences: list[Sentence], items: list[Evidence], notes: list[str]) -> list[Sentence]:

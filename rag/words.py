@@ -301,6 +301,19 @@ ASKS = [  # (question pattern, what an answer holds)
 # "who ...", "... which company ...", "where ...": the answer is most likely someone or something named.
 ASKS_ENTITY = re.compile(r"\b(who|whom|whose|which|where)\b", re.I)
 QUESTION_CLAUSES = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+# Where one question asks a second thing: "..., and who leads it?", "... in 2019, and who in 2025?",
+# "What was X's stance in 2019 compared with 2025?". Coordination of two asking clauses only: "India
+# and Pakistan" or "killed and injured" join words, not questions.
+_PART_BREAK = re.compile(r",?\s+and\s+(?=(?:who|whom|whose|what|which|where|when|how|why)\b)"
+                         r"|,?\s+and\s+(?=(?:in|of|for)\s+(?:19|20)\d\d\b)"
+                         r"|,?\s+(?:compared|as opposed)\s+(?:with|to)\s+", re.I)
+
+
+def question_parts(question: str) -> list[str]:
+    """The asking clauses of a question that asks two or more things, else [question]."""
+    parts = [p.strip(" ,;?") for p in _PART_BREAK.split(question)]
+    parts = [p for p in parts if p]
+    return parts if len(parts) >= 2 else [question]
 
 # Relative time in a question, and how many days back from the day it is asked it reaches
 # ("this week" over a news archive means the articles of the days before asking). The smallest

@@ -194,3 +194,30 @@ def test_the_per_article_cap_is_read_when_selecting(monkeypatch):
         monkeypatch.setattr(policy, "PER_ARTICLE", cap)
         chosen = evidence.select(question, [long, other], bag_embed)
         assert sum(e.doc_id == "a.txt" for e in chosen) == cap
+
+
+def test_each_part_of_a_two_part_question_names_what_only_it_asks():
+    terms = evidence.part_terms("Who chaired the 2019 inquiry, and who chairs the 2024 one?")
+    assert terms == [{"2019", "inquiri"}, {"2024"}]
+    assert evidence.part_terms("Who chaired the 2019 inquiry?") == []
+    # a part with nothing of its own to look for leaves the question whole
+    assert evidence.part_terms("Who chaired the inquiry, and who chaired the inquiry?") == []
+
+
+def test_a_two_part_question_gets_a_sentence_for_each_part_into_the_evidence():
+    question = "Who chaired the 2019 harbour inquiry, and who chairs the 2024 one?"
+    old = ["The 2019 harbour inquiry heard the port authority on the dredging contract.",
+           "Fishermen told the 2019 harbour inquiry that catches had fallen.",
+           "The 2019 harbour inquiry cost the city two million.",
+           "Divers gave evidence to the 2019 harbour inquiry about silt."]
+    old.insert(0, "Judge Mara Fenwick chaired the 2019 harbour inquiry into the dredging contract.")
+    new = "Lawyer Tomas Reyes now chairs the panel."
+    hits = [hit(t, doc_id=f"old{i}.txt", date="2019-05-01", rank=i + 1) for i, t in enumerate(old)]
+    hits.append(hit(new, doc_id="new.txt", date="2024-03-01", rank=len(old) + 1))
+    limit = 4
+    chosen = evidence.select(question, hits, bag_embed, limit)
+    assert len(chosen) == limit and old[0] in [e.text for e in chosen]
+    assert new in [e.text for e in chosen]  # below every 2019 sentence, yet the 2024 part's only answer
+    assert [e.n for e in chosen] == [1, 2, 3, 4] and chosen == sorted(chosen, key=lambda e: -e.score)
+    # without the second ask it stays out: the reservation is for parts, not a quota of articles
+    assert new not in [e.text for e in evidence.select("Who chaired the 2019 harbour inquiry?", hits, bag_embed, limit)]

@@ -276,3 +276,24 @@ def test_a_cited_source_comes_in_verbatim_when_the_answer_drops_its_figure():
 
     faithful = [Sentence("Only 0.55% of the world, 43.8 million people, will see it.", [1], True)]
     assert complete(question, faithful, [best], []) == faithful  # nothing of [1] is missing: no copy
+
+
+def test_extractive_answers_each_part_of_a_two_part_question():
+    from rag.pipeline import extractive
+    from rag.types import Evidence
+
+    def item(n, text, date, score):
+        return Evidence(n=n, doc_id=f"d{n}", chunk_id=f"d{n}:0-1", start=0, end=len(text), text=text, title="t",
+                        date=date, source=None, score=score)
+
+    question = "Who chaired the 2019 harbour inquiry, and who chairs the 2024 one?"
+    first = item(1, "Judge Mara Fenwick chaired the 2019 harbour inquiry.", "2019-05-01", 0.9)
+    again = item(2, "The 2019 harbour inquiry sat for ten weeks.", "2019-05-02", 0.85)
+    later = item(3, "Lawyer Tomas Reyes now chairs the panel.", "2024-03-01", 0.4)  # far below GROUP_SHARE
+    assert [s.citations for s in extractive(question, [first, again, later])][-1] == [3]
+    assert [3] not in [s.citations for s in extractive("Who chaired the 2019 harbour inquiry?", [first, again, later])]
+    # an undated report may be the 2024 one: it answers that part, and no other sentence is forced in
+    undated = item(3, "Lawyer Tomas Reyes now chairs the panel.", None, 0.88)
+    later4 = item(4, "The 2024 budget was approved.", "2024-03-01", 0.3)
+    cited = [s.citations for s in extractive(question, [first, again, undated, later4])]
+    assert [3] in cited and [4] not in cited
