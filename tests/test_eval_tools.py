@@ -135,3 +135,31 @@ def test_the_selection_grid_scores_the_shipped_settings_as_rag_eval_does(tmp_pat
         pipeline.close()
     for name in ("accuracy", "citation_precision", "citation_recall", "abstain_recall", "false_abstain_rate"):
         assert grid[name] == report["metrics"][name], name
+
+
+def test_two_part_questions_join_one_weeks_questions_and_need_both_answers(tmp_path, monkeypatch):
+    from rag.evaluate import load_gold
+    from rag.words import question_parts
+
+    two_part = _load("two_part")
+    gold = [
+        {"id": "20230106_0", "question": "Which team won the cup?", "must": [["Rovers"]], "sources": ["a"],
+         "answerable": True, "date": "2023-01-05"},
+        {"id": "20230106_1", "question": "Who was fined this week?", "must": [["Pulsefit"]], "sources": ["b", "a"],
+         "answerable": True, "date": "2023-01-06"},
+        {"id": "20230106_2", "question": "Which film won?", "must": [], "sources": [], "answerable": False},
+        {"id": "20230106_3", "question": "It rained. What closed?", "must": [["Port"]], "sources": ["c"],
+         "answerable": True},
+        {"id": "20230113_0", "question": "Where did the storm land?", "must": [["Palmera"]], "sources": ["d"],
+         "answerable": True},
+    ]
+    joined = two_part.two_part(gold)
+    assert joined == [{"id": "20230106_0+1", "question": "Which team won the cup, and who was fined this week?",
+                       "must": [["Rovers"], ["Pulsefit"]], "sources": ["a", "b"], "answerable": True,
+                       "kind": "multi", "date": "2023-01-06"}]  # no unanswerable, two-sentence or cross-week pair
+    assert question_parts(joined[0]["question"]) == ["Which team won the cup", "who was fined this week"]
+    src, out = tmp_path / "gold.jsonl", tmp_path / "two_part.jsonl"
+    src.write_text("".join(json.dumps(g) + "\n" for g in gold))
+    monkeypatch.setattr(sys, "argv", ["two_part.py", str(src), str(out)])
+    two_part.main()
+    assert load_gold(out) == joined  # a valid gold file
