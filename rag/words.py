@@ -315,6 +315,7 @@ def question_parts(question: str) -> list[str]:
     parts = [p for p in parts if p]
     return parts if len(parts) >= 2 else [question]
 
+
 # Relative time in a question, and how many days back from the day it is asked it reaches
 # ("this week" over a news archive means the articles of the days before asking). The smallest
 # window a question names wins.
