@@ -138,10 +138,15 @@ def part_terms(question: str) -> list[set[str]]:
     return own if len(own) >= 2 else []
 
 
-def answers_part(terms: set[str], words: set[str], dated: bool = True) -> bool:
-    """Whether a sentence (with its article's title, publisher and date) speaks to a question part.
-    An undated article may be from any year a part asks about."""
-    return any(covered(t, words) or (not dated and _YEAR.fullmatch(t)) for t in terms)
+def speaking_to_parts(question: str, ranked: list, words: Callable) -> list[list]:
+    """For each part of a question that asks several things (see `part_terms`), the items of
+    `ranked` that speak to it, in `ranked` order: those holding one of the part's own words.
+    `words(item)` gives an item's tokens (with its article's title, publisher and date) and its
+    article's date, None when undated: an undated article may be from any year a part asks about."""
+    held = [words(x) for x in ranked]
+    return [[x for x, (tokens, dated) in zip(ranked, held, strict=True)
+             if any(covered(t, tokens) or (not dated and _YEAR.fullmatch(t)) for t in terms)]
+            for terms in part_terms(question)]
 
 
 def context_tokens(title: str | None, source: str | None, date: str | None) -> set[str]:
@@ -188,11 +193,9 @@ def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarr
     # A question that asks two things gets the best sentence for each part into the evidence, even
     # when every sentence about one part outranks every sentence about the other.
     reserved = []
-    for terms in part_terms(question):
-        speaks = (c for c in pool if answers_part(terms, c.tokens | context[c.hit.doc_id], c.hit.date is not None))
-        best = next(speaks, None)
-        if best is not None and best not in reserved:
-            reserved.append(best)
+    for speaks in speaking_to_parts(question, pool, lambda c: (c.tokens | context[c.hit.doc_id], c.hit.date)):
+        if speaks and speaks[0] not in reserved:
+            reserved.append(speaks[0])
     if reserved:
         pool = sorted(reserved, key=pool.index) + [c for c in pool if c not in reserved]
     return _distinct(pool, limit)
@@ -228,12 +231,14 @@ def _distinct(pool: list[Candidate], limit: int, per_article: int | None = None)
             continue
         per_doc[c.hit.doc_id] = per_doc.get(c.hit.doc_id, 0) + 1
         chosen.append(c)
-    order = sorted(range(len(chosen)), key=lambda i: -chosen[i].relevance)  # numbered by relevance
-    return [Evidence(n=rank + 1, doc_id=c.hit.doc_id, chunk_id=c.hit.chunk_id, start=c.start, end=c.end,
-                     text=c.text, title=c.hit.title, date=c.hit.date, source=c.hit.source,
-                     score=round(c.relevance, 4), cosine=round(c.cosine, 4),
-                     also_reported_by=_unique(c.hit.also_reported_by + copies.get(i, []), c.hit.doc_id))
-            for rank, (i, c) in enumerate((i, chosen[i]) for i in order)]
+    by_relevance = sorted(range(len(chosen)), key=lambda i: -chosen[i].relevance)  # reserved ones included
+    return [_evidence(n, chosen[i], copies.get(i, [])) for n, i in enumerate(by_relevance, 1)]
+
+
+def _evidence(n: int, c: Candidate, copies: list[str]) -> Evidence:
+    return Evidence(n=n, doc_id=c.hit.doc_id, chunk_id=c.hit.chunk_id, start=c.start, end=c.end, text=c.text,
+                    title=c.hit.title, date=c.hit.date, source=c.hit.source, score=round(c.relevance, 4),
+                    cosine=round(c.cosine, 4), also_reported_by=_unique(c.hit.also_reported_by + copies, c.hit.doc_id))
 
 
 def _jaccard(a: set[str], b: set[str]) -> float:

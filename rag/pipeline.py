@@ -263,8 +263,7 @@ def extractive(question: str, items: list[Evidence]) -> list[Sentence]:
     picked = [ranked[0]]
     # A question that asks two things ("who in 2019, and who in 2025?") gets the best sentence for
     # each part, however far below the best overall: the reader asked for both.
-    for terms in evidence.part_terms(question):
-        speaks = [e for e in ranked if evidence.answers_part(terms, evidence.evidence_tokens(e), e.date is not None)]
+    for speaks in evidence.speaking_to_parts(question, ranked, lambda e: (evidence.evidence_tokens(e), e.date)):
         if speaks and not any(e in picked for e in speaks):
             picked.append(speaks[0])
     covered = set().union(*(content_tokens(e.text) for e in picked)) & asked
