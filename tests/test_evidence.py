@@ -88,6 +88,17 @@ def test_date_header_is_not_quoted_as_evidence():
     assert text[chosen.start:chosen.end] == chosen.text
 
 
+def test_a_question_in_an_article_is_no_evidence_but_reads_as_context():
+    text = ("Who won the record Powerball jackpot in the spring? "
+            "A ticket sold at a gas station in Ventura won the record Powerball jackpot.")
+    chosen = evidence.select("Who won the record Powerball jackpot?", [hit(text)], bag_embed)
+    assert [e.text for e in chosen] == ["A ticket sold at a gas station in Ventura won the record Powerball jackpot."]
+    answer = evidence.candidates([hit(text)])[1]
+    assert answer.before.startswith("Who won")  # the teaser still tells what the next sentence is about
+    quoted = '“Who will pay for the repairs?” the mayor asked at the council meeting on Monday.'
+    assert [e.text for e in evidence.select("Who will pay for the repairs?", [hit(quoted)], bag_embed)] == [quoted]
+
+
 def test_a_year_in_the_question_is_covered_by_the_article_date():
     question = "Who claimed the 2019 attack?"
     old = hit("The attack was claimed by the group Jaish-e-Mohammed in Kashmir.", doc_id="old.txt")
