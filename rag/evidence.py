@@ -112,10 +112,11 @@ def candidates(hits: list[Hit]) -> list[Candidate]:
     return out
 
 
-def _asks(text: str) -> bool:
-    """A sentence that ends in a question mark asks: a heading, a teaser or a quoted question, never
-    the answer. It still reads as context for the sentence after it (Candidate.before)."""
-    return text.rstrip("”\"’')]").endswith("?")
+def _asks_or_leads_in(text: str) -> bool:
+    """A sentence that ends in "?" asks (a heading, a teaser, a quoted question) and one that ends in
+    ":" leads in to what follows (a list, a quote): neither is the answer. Each still reads as
+    context for the sentence after it (Candidate.before)."""
+    return text.rstrip("”\"’')] ").endswith(("?", ":"))
 
 
 def _is_heading(text: str) -> bool:
@@ -164,9 +165,10 @@ def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarr
            limit: int = policy.EVIDENCE_SENTENCES, window: Filters | None = None) -> list[Evidence]:
     """The best `limit` distinct sentences, numbered 1..n by relevance. `window` holds the days a
     question's "this week" or "recently" means (rag.filters.recent_window): sentences of articles
-    from those days are preferred over older reports of the same story. A sentence that asks
-    ("So which areas were the germiest?") is no evidence (the plain baseline keeps it)."""
-    pool = [c for c in candidates(hits) if not _asks(c.text)]
+    from those days are preferred over older reports of the same story. A sentence that asks ("So
+    which areas were the germiest?") or leads in ("Here are the winners:") is no evidence (the
+    plain baseline keeps it)."""
+    pool = [c for c in candidates(hits) if not _asks_or_leads_in(c.text)]
     if not pool:
         return []
     vectors = embed([question] + [c.text for c in pool])

@@ -88,13 +88,16 @@ def test_date_header_is_not_quoted_as_evidence():
     assert text[chosen.start:chosen.end] == chosen.text
 
 
-def test_a_question_in_an_article_is_no_evidence_but_reads_as_context():
+def test_a_question_or_a_lead_in_is_no_evidence_but_reads_as_context():
     text = ("Who won the record Powerball jackpot in the spring? "
             "A ticket sold at a gas station in Ventura won the record Powerball jackpot.")
     chosen = evidence.select("Who won the record Powerball jackpot?", [hit(text)], bag_embed)
     assert [e.text for e in chosen] == ["A ticket sold at a gas station in Ventura won the record Powerball jackpot."]
     answer = evidence.candidates([hit(text)])[1]
     assert answer.before.startswith("Who won")  # the teaser still tells what the next sentence is about
+    listed = "The council named three winners of the design contest:\nThe Ventura ferry terminal won the first prize."
+    chosen = evidence.select("Which design won the first prize in the contest?", [hit(listed)], bag_embed)
+    assert [e.text for e in chosen] == ["The Ventura ferry terminal won the first prize."]
     quoted = '“Who will pay for the repairs?” the mayor asked at the council meeting on Monday.'
     assert [e.text for e in evidence.select("Who will pay for the repairs?", [hit(quoted)], bag_embed)] == [quoted]
 
