@@ -89,12 +89,14 @@ def test_date_header_is_not_quoted_as_evidence():
 
 
 def test_a_question_or_a_lead_in_is_no_evidence_but_reads_as_context():
-    text = ("Who won the record Powerball jackpot in the spring? "
-            "A ticket sold at a gas station in Ventura won the record Powerball jackpot.")
-    chosen = evidence.select("Who won the record Powerball jackpot?", [hit(text)], bag_embed)
-    assert [e.text for e in chosen] == ["A ticket sold at a gas station in Ventura won the record Powerball jackpot."]
+    text = ("Who won the city marathon on a record-breaking morning? "
+            "A schoolteacher from Ventura won the city marathon in record time.")
+    chosen = evidence.select("Who won the city marathon?", [hit(text)], bag_embed)
+    assert [e.text for e in chosen] == ["A schoolteacher from Ventura won the city marathon in record time."]
     answer = evidence.candidates([hit(text)])[1]
     assert answer.before.startswith("Who won")  # the teaser still tells what the next sentence is about
+    baseline = evidence.top_by_cosine("Who won the city marathon?", [hit(text)], bag_embed)
+    assert len(baseline) == 2  # the plain baseline keeps every sentence, as defined
     listed = "The council named three winners of the design contest:\nThe Ventura ferry terminal won the first prize."
     chosen = evidence.select("Which design won the first prize in the contest?", [hit(listed)], bag_embed)
     assert [e.text for e in chosen] == ["The Ventura ferry terminal won the first prize."]
