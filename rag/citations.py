@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 from rag import policy
 from rag.prompts import ABSTAIN_PHRASE, SOURCE_LINE_OPENING
-from rag.sentences import split_sentences
+from rag.sentences import asks_or_leads_in, split_sentences
 from rag.types import Evidence, Sentence
 from rag.words import (
     DATE_TEXT,
@@ -224,7 +224,7 @@ def non_answer(sentence: str, question: str) -> str | None:
     A question or a lead-in (ends in "?" or ":"), talk about the sources or the instructions,
     or nothing beyond what the question already says.
     """
-    if re.search(r"[?:]\W*$", sentence):
+    if asks_or_leads_in(sentence):
         return "a question or a lead-in, not an answer"
     if _META_RE.search(sentence):
         return "talks about the sources or the task, not the news"

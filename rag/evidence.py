@@ -26,7 +26,7 @@ from rag import policy
 from rag.filters import Filters
 from rag.ingest import date_header_length
 from rag.injection import in_instruction
-from rag.sentences import sentence_spans
+from rag.sentences import asks_or_leads_in, sentence_spans
 from rag.types import Evidence, Hit
 from rag.words import (
     ASKS,
@@ -112,13 +112,6 @@ def candidates(hits: list[Hit]) -> list[Candidate]:
     return out
 
 
-def _asks_or_leads_in(text: str) -> bool:
-    """A sentence that ends in "?" asks (a heading, a teaser, a quoted question) and one that ends in
-    ":" leads in to what follows (a list, a quote): neither is the answer. Each still reads as
-    context for the sentence after it (Candidate.before)."""
-    return text.rstrip("”\"’')] ").endswith(("?", ":"))
-
-
 def _is_heading(text: str) -> bool:
     """A short line without final punctuation ("Markets React to the Vote") is no evidence."""
     return len(text.split()) <= 8 and not text.rstrip("”\"’')").endswith((".", "!", "?", ":"))
@@ -167,8 +160,8 @@ def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarr
     question's "this week" or "recently" means (rag.filters.recent_window): sentences of articles
     from those days are preferred over older reports of the same story. A sentence that asks ("So
     which areas were the germiest?") or leads in ("Here are the winners:") is no evidence (the
-    plain baseline keeps it)."""
-    pool = [c for c in candidates(hits) if not _asks_or_leads_in(c.text)]
+    plain baseline keeps it). It still reads as context for the sentence after it (Candidate.before)."""
+    pool = [c for c in candidates(hits) if not asks_or_leads_in(c.text)]
     if not pool:
         return []
     vectors = embed([question] + [c.text for c in pool])

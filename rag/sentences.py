@@ -96,3 +96,13 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
 def split_sentences(text: str) -> list[str]:
     """The sentences of `text` as strings (see sentence_spans for the rules)."""
     return [text[s:e] for s, e in sentence_spans(text)]
+
+
+_ASKS_OR_LEADS_IN = re.compile(r"[?:]\W*$")
+
+
+def asks_or_leads_in(sentence: str) -> bool:
+    """Whether a sentence ends in "?" (it asks: a heading, a teaser, a quoted question) or ":" (it
+    leads in to a list or a quote), closing quotes and brackets aside. Neither states an answer:
+    verification drops such model sentences and evidence selection skips such article sentences."""
+    return bool(_ASKS_OR_LEADS_IN.search(sentence))
