@@ -277,18 +277,33 @@ def features(question: str, evidence: list[Evidence], hits: list[Hit]) -> tuple[
     if any(h.date is None for h in hits):  # an undated article may be from any year asked about
         present |= {t for t in terms if _YEAR.fullmatch(t)}
     missing = sorted(t for t in terms if not covered(t, present))
-    asked = content_tokens(question)
-    around = evidence_tokens(best)
     kind = answer_type(question)
     typed = kind is None or any(holds_new(kind, e.text, question) for e in evidence)
     values = {
         "best": max(0.0, min(1.0, best.score)),
         "cosine": max(0.0, max(e.cosine for e in evidence)),
         "keys": 1.0 - len(missing) / len(terms) if terms else 1.0,
-        "covered": sum(covered(t, around) for t in asked) / len(asked) if asked else 0.0,
+        "covered": _covered_by_parts(question, evidence),
         "typed": 1.0 if typed else 0.0,
     }
     return values, missing
+
+
+def _covered_by_parts(question: str, evidence: list[Evidence]) -> float:
+    """Share of the question's content words found around its best evidence sentence (the
+    sentence, its article's title, publisher and date). A question that asks several things
+    (rag.words.question_parts) is answered part by part: each part is measured around the best
+    sentence that speaks to it (holds one of the words only that part uses), and the shares are
+    averaged. One sentence rarely covers two unrelated asks, and needs not."""
+    ranked = sorted(evidence, key=lambda e: -e.score)
+    around = [evidence_tokens(e) for e in ranked]
+    parts = [p for p in (content_tokens(part) for part in question_parts(question)) if p]
+    shares = []
+    for i, asked in enumerate(parts):
+        own = asked - set().union(*(o for j, o in enumerate(parts) if j != i))
+        speaks = next((n for n, tokens in enumerate(around) if any(covered(t, tokens) for t in own)), 0)
+        shares.append(sum(covered(t, around[speaks]) for t in asked) / len(asked))
+    return sum(shares) / len(shares) if shares else 0.0
 
 
 def assess(question: str, evidence: list[Evidence], hits: list[Hit]) -> Assessment:

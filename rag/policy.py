@@ -42,7 +42,8 @@ BASELINE_SENTENCES = 2  # `--mode baseline`: the top sentences by embedder cosin
 #   keys       share of the question's names and numbers found in the retrieved articles
 #              (their text, title, publisher and date)
 #   covered    share of the question's content words found around the best evidence sentence
-#              (sentence, title, publisher, date)
+#              (sentence, title, publisher, date); for a question that asks several things, the
+#              mean over its parts, each around the best sentence that speaks to it
 #   typed      1 when the question asks for no particular kind of answer, or an evidence
 #              sentence holds one (a date for "when", a number for "how many"); else 0
 FEATURES = ("best", "cosine", "keys", "covered", "typed")

@@ -71,6 +71,19 @@ def test_no_single_feature_refuses_on_its_own():
         assert policy.answer_score({**strong, name: 0.0}) >= policy.ANSWER_AT, name
 
 
+def test_a_question_that_asks_two_things_is_covered_part_by_part():
+    question = "Which team won the cycling race in Lyon, and who chaired the water board meeting in Porto?"
+    race = "A Dutch team won the cycling race in Lyon on Sunday."
+    board = "Maria Silva chaired the water board meeting in Porto."
+    both, _ = evidence.features(question, [ev(race, 0.7), ev(board, 0.5)], [hit(race), hit(board)])
+    one, _ = evidence.features(question, [ev(race, 0.7)], [hit(race)])
+    # Each sentence holds all of its part's words: the question is covered in full, though no
+    # one sentence covers it. Without the second part's sentence, only the first part is.
+    assert both["covered"] == 1.0
+    assert one["covered"] == 0.5
+    assert policy.answer_score(one) < policy.answer_score(both)
+
+
 def test_the_publisher_counts_as_evidence_for_a_question_naming_it():
     text = "The company said its profits doubled in the last quarter."
     question = "According to Reuters, what happened to the company's profits?"
