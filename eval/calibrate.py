@@ -44,7 +44,7 @@ def feature_rows(gold: list[dict], index: str) -> tuple[np.ndarray, np.ndarray, 
     try:
         for item in gold:
             q = item["question"]
-            hits = pipeline.retriever.search(q, pipeline.settings.k, as_of=item.get("date"))
+            hits = pipeline.search(q, pipeline.settings.k, as_of=item.get("date"))
             window = recent_window(q, item.get("date"))
             chosen = evidence.select(q, hits, pipeline.embedder.embed, window=window)
             values, missing = evidence.features(q, chosen, hits)
@@ -115,7 +115,7 @@ def selection_grid(gold: list[dict], index: str) -> list[tuple[tuple, dict]]:
     embed = memoised(pipeline.embedder.embed)
     results = []
     try:
-        searched = [(item, pipeline.retriever.search(item["question"], pipeline.settings.k, as_of=item.get("date")))
+        searched = [(item, pipeline.search(item["question"], pipeline.settings.k, as_of=item.get("date")))
                     for item in gold]
         for weight, per_article in itertools.product(CONTEXT_WEIGHTS, PER_ARTICLES):
             policy.CONTEXT_WEIGHT, policy.PER_ARTICLE = weight, per_article

@@ -149,6 +149,25 @@ def speaking_to_parts(question: str, ranked: list, words: Callable) -> list[list
             for terms in part_terms(question)]
 
 
+def parts_not_found(question: str, hits: list[Hit]) -> list[str]:
+    """The parts of a question that asks several unrelated things ("Who won the runoff, and which
+    star ...?") that none of its hits speaks to, to be searched on their own. A part counts when it
+    stands alone (policy.STANDALONE_WORDS content words; "..., and who in 2025?" leans on the first)
+    and at least two parts do; a hit speaks to it when it holds half of the part's words (with its
+    article's title, publisher and date). One search for the whole finds chunks about both parts
+    only when one story holds both."""
+    alone = [p for p in question_parts(question) if len(content_tokens(p)) >= policy.STANDALONE_WORDS]
+    if len(alone) < 2:
+        return []
+    held = [passage_tokens(h.text) | context_tokens(h.title, h.source, h.date) for h in hits]
+
+    def found(part: str) -> bool:
+        asked = content_tokens(part)
+        return any(2 * sum(covered(t, tokens) for t in asked) >= len(asked) for tokens in held)
+
+    return [p for p in alone if not found(p)]
+
+
 def context_tokens(title: str | None, source: str | None, date: str | None) -> set[str]:
     """What an article says about itself: its title, its publisher and its date, as tokens."""
     return content_tokens(f"{title or ''} {publisher_words(source)} {date_words(date)}")

@@ -23,7 +23,7 @@ from rag.filters import recent_window
 from rag.llm import LLM, GenerationConfig, load_model, resolve_model_path
 from rag.retrieve import Filters, Retriever
 from rag.stores import open_store, query_embedder_for
-from rag.types import Answer, Citation, Evidence, Retrieved, Sentence
+from rag.types import Answer, Citation, Evidence, Hit, Retrieved, Sentence
 from rag.words import content_tokens, covered, passage_tokens
 
 MAX_QUESTION_CHARS = 2000
@@ -150,11 +150,12 @@ class Pipeline:
             raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
 
         as_of = as_of or date.today().isoformat()
-        hits = self.retriever.search(q, k, filters, as_of)
         if mode == "baseline":  # the plain comparison point: top sentences by cosine, no decision, no model
+            hits = self.retriever.search(q, k, filters, as_of)
             chosen = evidence.top_by_cosine(q, hits, self.embedder.embed)
             assessment = evidence.Assessment(bool(chosen), "baseline answers whenever a passage was found")
         else:
+            hits = self.search(q, k, filters, as_of)
             window = recent_window(q, as_of)
             chosen = evidence.select(q, hits, self.embedder.embed, EVIDENCE_SENTENCES, window)
             assessment = evidence.assess(q, chosen, hits)
@@ -204,6 +205,15 @@ class Pipeline:
         )
 
     # --- steps -----------------------------------------------------------------------------
+
+    def search(self, question: str, k: int, filters: Filters | None = None, as_of: str | None = None) -> list[Hit]:
+        """The question's top k chunks; then, for each part of it that none of them speaks to
+        ("..., and which star ...?": a second story, see evidence.parts_not_found), that part's
+        own top k // 2 chunks not already found."""
+        hits = self.retriever.search(question, k, filters, as_of)
+        for part in evidence.parts_not_found(question, hits):
+            hits = self.retriever.search_more(hits, part, max(1, k // 2), filters, as_of)
+        return hits
 
     def _messages(self, question: str, items: list[Evidence]) -> list[dict]:
         lines = "\n".join(f"[{e.n}] ({_label(e)}) {prompts.sanitize_source_text(e.text)}" for e in items)

@@ -12,6 +12,12 @@ from __future__ import annotations
 
 import math
 
+# --- retrieval (rag.retrieve.Retriever.search_parts) --------------------------------------------
+STANDALONE_WORDS = 3  # a part of a two-part question with this many content words can be searched alone
+
+# --- retrieval (rag.evidence.parts_not_found) ---------------------------------------------------
+STANDALONE_WORDS = 3  # a part of a question with this many content words can be searched on its own
+
 # --- evidence selection (rag.evidence.select) ---------------------------------------------------
 DENSE_WEIGHT = 0.6  # relevance = 0.6 * cosine + 0.4 * question-word coverage (+ bonuses)
 CONTEXT_WEIGHT = 0.4  # weight of what reading a sentence after the one before it adds to its cosine (README "Eval")

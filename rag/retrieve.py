@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
 from typing import Protocol
 
@@ -94,6 +95,13 @@ class Retriever:
             if narrowed is not None:
                 requests += [Ranking("dense", k, narrowed), Ranking("lexical", k, narrowed)]
         return requests
+
+    def search_more(self, hits: list[Hit], query: str, k: int, filters: Filters | None = None,
+                    as_of: str | None = None) -> list[Hit]:
+        """`hits`, then the top k chunks for `query` that are not among them, ranked on."""
+        held = {h.chunk_id for h in hits}
+        more = [h for h in self.search(query, k, filters, as_of) if h.chunk_id not in held]
+        return hits + [replace(h, rank=len(hits) + i) for i, h in enumerate(more, 1)]
 
     def search(self, query: str, k: int = 6, filters: Filters | None = None, as_of: str | None = None) -> list[Hit]:
         """The top k chunks for the query. `as_of` is the day the question is asked (ISO date):

@@ -84,6 +84,18 @@ def test_a_question_that_asks_two_things_is_covered_part_by_part():
     assert policy.answer_score(one) < policy.answer_score(both)
 
 
+def test_parts_not_found_are_the_standalone_parts_no_hit_speaks_to():
+    question = "Which union called the ferry strike in Harbor City, and who won the chess championship in Dunmore?"
+    ferry = hit("The Dockworkers Guild called the ferry strike in Harbor City on Monday.")
+    chess = hit("Ines Marlow won the chess championship in Dunmore.", doc_id="b.txt")
+    assert evidence.parts_not_found(question, [ferry]) == ["who won the chess championship in Dunmore"]
+    assert evidence.parts_not_found(question, [chess]) == ["Which union called the ferry strike in Harbor City"]
+    assert evidence.parts_not_found(question, [ferry, chess]) == []
+    # a part that leans on the other ("and who in 2025?") is not searched alone, nor is a one-part question
+    assert evidence.parts_not_found("Who chaired the ferry strike talks in 2019, and who in 2025?", [chess]) == []
+    assert evidence.parts_not_found("Which union called the ferry strike in Harbor City?", [chess]) == []
+
+
 def test_the_publisher_counts_as_evidence_for_a_question_naming_it():
     text = "The company said its profits doubled in the last quarter."
     question = "According to Reuters, what happened to the company's profits?"

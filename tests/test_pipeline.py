@@ -297,3 +297,28 @@ def test_extractive_answers_each_part_of_a_two_part_question():
     later4 = item(4, "The 2024 budget was approved.", "2024-03-01", 0.3)
     cited = [s.citations for s in extractive(question, [first, again, undated, later4])]
     assert [3] in cited and [4] not in cited
+
+
+def test_a_part_the_question_search_misses_is_searched_on_its_own(tmp_path, real_embedder, counter):
+    """Two unrelated asks in one question: one search of k=1 chunk finds one story; the other part
+    is then searched alone, and the extractive answer holds both answers."""
+    from rag.indexer import index_paths
+
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    (folder / "ferry.txt").write_text("The Dockworkers Guild called the ferry strike in Harbor City on Monday. "
+                                      "Ferries stayed in port all day.\n")
+    (folder / "chess.txt").write_text("Ines Marlow won the regional chess championship in Dunmore on Saturday. "
+                                      "She beat the defending champion.\n")
+    index_paths([str(folder)], Settings(index=str(tmp_path / "index")), embedder=real_embedder, counter=counter)
+    p = Pipeline(Settings(index=str(tmp_path / "index"), mode="extractive", k=1), llm=FakeLLM(), embedder=real_embedder)
+    try:
+        question = "Which union called the ferry strike in Harbor City, and who won the chess championship in Dunmore?"
+        assert len(p.retriever.search(question, 1)) == 1  # one story only
+        answer = p.ask(question)
+        assert {r.doc_id for r in answer.retrieved} == {"ferry.txt", "chess.txt"}
+        assert "Dockworkers Guild" in answer.answer and "Ines Marlow" in answer.answer, answer.answer
+        # a question about one story is searched once: nothing is added to its k chunks
+        assert len(p.ask("Which union called the ferry strike in Harbor City?").retrieved) == 1
+    finally:
+        p.close()
