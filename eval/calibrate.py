@@ -44,9 +44,9 @@ def feature_rows(gold: list[dict], index: str) -> tuple[np.ndarray, np.ndarray, 
     try:
         for item in gold:
             q = item["question"]
-            hits = pipeline.search(q, pipeline.settings.k, as_of=item.get("date"))
+            hits, apart = pipeline.search(q, pipeline.settings.k, as_of=item.get("date"))
             window = recent_window(q, item.get("date"))
-            chosen = evidence.select(q, hits, pipeline.embedder.embed, window=window)
+            chosen = evidence.select(q, hits, pipeline.embedder.embed, window=window, apart=apart)
             values, missing = evidence.features(q, chosen, hits)
             rows.append([values[name] for name in policy.FEATURES])
             labels.append(1.0 if item["answerable"] else 0.0)
@@ -115,14 +115,14 @@ def selection_grid(gold: list[dict], index: str) -> list[tuple[tuple, dict]]:
     embed = memoised(pipeline.embedder.embed)
     results = []
     try:
-        searched = [(item, pipeline.search(item["question"], pipeline.settings.k, as_of=item.get("date")))
+        searched = [(item, *pipeline.search(item["question"], pipeline.settings.k, as_of=item.get("date")))
                     for item in gold]
         for weight, per_article in itertools.product(CONTEXT_WEIGHTS, PER_ARTICLES):
             policy.CONTEXT_WEIGHT, policy.PER_ARTICLE = weight, per_article
             judged = []
-            for item, hits in searched:
+            for item, hits, apart in searched:
                 q = item["question"]
-                chosen = evidence.select(q, hits, embed, window=recent_window(q, item.get("date")))
+                chosen = evidence.select(q, hits, embed, window=recent_window(q, item.get("date")), apart=apart)
                 judged.append((item, hits, chosen, evidence.assess(q, chosen, hits).answerable))
             for share in GROUP_SHARES:
                 policy.GROUP_SHARE = share

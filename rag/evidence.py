@@ -89,6 +89,7 @@ class Candidate:
     relevance: float = 0.0
     cosine: float = 0.0
     lexical: float = 0.0  # the relevance that is not the embedder's: word coverage and bonuses
+    ask: int = 0  # what it answers best: 0 the question, 1.. a part of it that stands alone (select)
     tokens: set[str] = field(default_factory=set)
 
 
@@ -149,6 +150,14 @@ def speaking_to_parts(question: str, ranked: list, words: Callable) -> list[list
             for terms in part_terms(question)]
 
 
+def standalone_parts(question: str) -> list[str]:
+    """The parts of a question that asks several things (rag.words.question_parts) that each name
+    policy.STANDALONE_WORDS content words or more, when at least two do; else []. "..., and who in
+    2025?" leans on the first part: it is no question on its own."""
+    alone = [p for p in question_parts(question) if len(content_tokens(p)) >= policy.STANDALONE_WORDS]
+    return alone if len(alone) >= 2 else []
+
+
 def parts_not_found(question: str, hits: list[Hit]) -> list[str]:
     """The parts of a question that asks several unrelated things ("Who won the runoff, and which
     star ...?") that none of its hits speaks to, to be searched on their own. A part counts when it
@@ -156,8 +165,8 @@ def parts_not_found(question: str, hits: list[Hit]) -> list[str]:
     and at least two parts do; a hit speaks to it when it holds half of the part's words (with its
     article's title, publisher and date). One search for the whole finds chunks about both parts
     only when one story holds both."""
-    alone = [p for p in question_parts(question) if len(content_tokens(p)) >= policy.STANDALONE_WORDS]
-    if len(alone) < 2:
+    alone = standalone_parts(question)
+    if not alone:
         return []
     held = [passage_tokens(h.text) | context_tokens(h.title, h.source, h.date) for h in hits]
 
@@ -174,41 +183,37 @@ def context_tokens(title: str | None, source: str | None, date: str | None) -> s
 
 
 def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarray],
-           limit: int = policy.EVIDENCE_SENTENCES, window: Filters | None = None) -> list[Evidence]:
+           limit: int = policy.EVIDENCE_SENTENCES, window: Filters | None = None,
+           apart: bool = False) -> list[Evidence]:
     """The best `limit` distinct sentences, numbered 1..n by relevance. `window` holds the days a
     question's "this week" or "recently" means (rag.filters.recent_window): sentences of articles
     from those days are preferred over older reports of the same story. A sentence that asks ("So
     which areas were the germiest?") or leads in ("Here are the winners:") is no evidence (the
-    plain baseline keeps it). It still reads as context for the sentence after it (Candidate.before)."""
+    plain baseline keeps it). It still reads as context for the sentence after it (Candidate.before).
+    `apart`: the question's parts were searched apart (Pipeline.search): they are scored apart too."""
     pool = [c for c in candidates(hits) if not asks_or_leads_in(c.text)]
     if not pool:
         return []
-    vectors = embed([question] + [c.text for c in pool])
-    asked = content_tokens(question)
-    kind = answer_type(question)
-    asks_entity = bool(ASKS_ENTITY.search(question))
+    # A question that asks unrelated things (its one search found no chunk for a part) is that many
+    # questions: a sentence is as relevant as it is to the one it answers best.
+    asks = [question] + (standalone_parts(question) if apart else [])
+    lexical = [_lexical_relevance(ask, question, window) for ask in asks]
     context = {c.hit.doc_id: context_tokens(c.hit.title, c.hit.source, c.hit.date) for c in pool}
-    for c, cos in zip(pool, vectors[1:] @ vectors[0], strict=True):
-        words = c.tokens | context[c.hit.doc_id]
-        coverage = sum(covered(t, words) for t in asked) / len(asked) if asked else 0.0
-        bonus = policy.ANSWER_TYPE_BONUS if kind is not None and holds_new(kind, c.text, question) else 0.0
-        bonus += policy.SOURCE_BONUS if names_publisher(question, c.hit.source) else 0.0
-        # An answer adds something the question lacks: a sentence that only restates it answers nothing.
-        bonus += policy.NOVELTY_WEIGHT * sum(not covered(t, asked) for t in c.tokens) / max(1, len(c.tokens))
-        bonus += policy.NEW_NAME_BONUS if asks_entity and holds_new(NAME_TEXT, c.text, question) else 0.0
-        bonus += policy.RECENT_BONUS if window is not None and window.holds_date(c.hit.date) else 0.0
-        c.cosine = float(cos)
-        c.lexical = (1 - policy.DENSE_WEIGHT) * coverage + bonus
-        c.relevance = policy.DENSE_WEIGHT * c.cosine + c.lexical
+    vectors = embed(asks + [c.text for c in pool])
+    for c, cosines in zip(pool, vectors[len(asks):] @ vectors[:len(asks)].T, strict=True):
+        lex = [score(c, context[c.hit.doc_id]) for score in lexical]
+        per_ask = [policy.DENSE_WEIGHT * float(cos) + x for cos, x in zip(cosines, lex, strict=True)]
+        c.ask = max(range(len(asks)), key=lambda n: (per_ask[n], -n))
+        c.cosine, c.lexical, c.relevance = float(cosines[c.ask]), lex[c.ask], per_ask[c.ask]
     pool.sort(key=lambda c: (-c.relevance, c.hit.rank, c.start))
     # "He said it would close in March" says what closes only after the sentence before it. The
     # leading candidates are read that way too (further down, few could climb into the sentences kept).
     # The context can only add: a sentence clear on its own loses nothing to an unrelated predecessor.
     head = [c for c in pool[:policy.CONTEXT_POOL] if c.before]
     if head and policy.CONTEXT_WEIGHT:
-        read_on = embed([question] + [f"{c.before} {c.text}" for c in head])
-        for c, cos in zip(head, read_on[1:] @ read_on[0], strict=True):
-            dense = c.cosine + policy.CONTEXT_WEIGHT * max(0.0, float(cos) - c.cosine)
+        read_on = embed(asks + [f"{c.before} {c.text}" for c in head])
+        for c, cosines in zip(head, read_on[len(asks):] @ read_on[:len(asks)].T, strict=True):
+            dense = c.cosine + policy.CONTEXT_WEIGHT * max(0.0, float(cosines[c.ask]) - c.cosine)
             c.relevance = policy.DENSE_WEIGHT * dense + c.lexical
         pool.sort(key=lambda c: (-c.relevance, c.hit.rank, c.start))
     # A question that asks two things gets the best sentence for each part into the evidence, even
@@ -220,6 +225,30 @@ def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarr
     if reserved:
         pool = sorted(reserved, key=pool.index) + [c for c in pool if c not in reserved]
     return _distinct(pool, limit)
+
+
+def _lexical_relevance(ask: str, question: str, window: Filters | None) -> Callable[[Candidate, set[str]], float]:
+    """Scores a candidate's relevance to `ask` (the question or one part of it) that is not the
+    embedder's, given the candidate and its article's context tokens (title, publisher, date): the
+    share of the ask's words they hold, and the bonuses of rag.policy. What an answer must add is
+    judged against the whole `question`: a name another part already states answers nothing."""
+    asked = content_tokens(ask)
+    whole = content_tokens(question)
+    kind = answer_type(ask)
+    asks_entity = bool(ASKS_ENTITY.search(ask))
+
+    def score(c: Candidate, context: set[str]) -> float:
+        words = c.tokens | context
+        coverage = sum(covered(t, words) for t in asked) / len(asked) if asked else 0.0
+        bonus = policy.ANSWER_TYPE_BONUS if kind is not None and holds_new(kind, c.text, question) else 0.0
+        bonus += policy.SOURCE_BONUS if names_publisher(question, c.hit.source) else 0.0
+        # An answer adds something the question lacks: a sentence that only restates it answers nothing.
+        bonus += policy.NOVELTY_WEIGHT * sum(not covered(t, whole) for t in c.tokens) / max(1, len(c.tokens))
+        bonus += policy.NEW_NAME_BONUS if asks_entity and holds_new(NAME_TEXT, c.text, question) else 0.0
+        bonus += policy.RECENT_BONUS if window is not None and window.holds_date(c.hit.date) else 0.0
+        return (1 - policy.DENSE_WEIGHT) * coverage + bonus
+
+    return score
 
 
 def top_by_cosine(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarray],

@@ -155,9 +155,9 @@ class Pipeline:
             chosen = evidence.top_by_cosine(q, hits, self.embedder.embed)
             assessment = evidence.Assessment(bool(chosen), "baseline answers whenever a passage was found")
         else:
-            hits = self.search(q, k, filters, as_of)
+            hits, apart = self.search(q, k, filters, as_of)
             window = recent_window(q, as_of)
-            chosen = evidence.select(q, hits, self.embedder.embed, EVIDENCE_SENTENCES, window)
+            chosen = evidence.select(q, hits, self.embedder.embed, EVIDENCE_SENTENCES, window, apart)
             assessment = evidence.assess(q, chosen, hits)
         retrieve_ms = _ms(started)
         retrieved = [Retrieved(h.rank, h.doc_id, h.chunk_id, round(h.score, 6), list(h.also_reported_by),
@@ -206,14 +206,17 @@ class Pipeline:
 
     # --- steps -----------------------------------------------------------------------------
 
-    def search(self, question: str, k: int, filters: Filters | None = None, as_of: str | None = None) -> list[Hit]:
+    def search(self, question: str, k: int, filters: Filters | None = None,
+               as_of: str | None = None) -> tuple[list[Hit], bool]:
         """The question's top k chunks; then, for each part of it that none of them speaks to
         ("..., and which star ...?": a second story, see evidence.parts_not_found), that part's
-        own top k // 2 chunks not already found."""
+        own top k // 2 chunks not already found. Also whether any part was searched apart: its
+        evidence is then scored part by part (evidence.select)."""
         hits = self.retriever.search(question, k, filters, as_of)
-        for part in evidence.parts_not_found(question, hits):
+        apart = evidence.parts_not_found(question, hits)
+        for part in apart:
             hits = self.retriever.search_more(hits, part, max(1, k // 2), filters, as_of)
-        return hits
+        return hits, bool(apart)
 
     def _messages(self, question: str, items: list[Evidence]) -> list[dict]:
         lines = "\n".join(f"[{e.n}] ({_label(e)}) {prompts.sanitize_source_text(e.text)}" for e in items)

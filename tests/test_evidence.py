@@ -262,3 +262,29 @@ def test_a_two_part_question_gets_a_sentence_for_each_part_into_the_evidence():
     assert [e.n for e in chosen] == [1, 2, 3, 4] and chosen == sorted(chosen, key=lambda e: -e.score)
     # without the second ask it stays out: the reservation is for parts, not a quota of articles
     assert new not in [e.text for e in evidence.select("Who chaired the 2019 harbour inquiry?", hits, bag_embed, limit)]
+
+
+def test_a_sentence_is_as_relevant_as_it_is_to_the_part_it_answers():
+    question = "Which union called the ferry strike in Harbor City, and who won the chess championship in Dunmore?"
+    parts = evidence.standalone_parts(question)
+    assert parts == ["Which union called the ferry strike in Harbor City", "who won the chess championship in Dunmore"]
+    ferry = "The Dockworkers Guild called the ferry strike in Harbor City on Monday."
+    chess = "Ines Marlow won the chess championship in Dunmore."
+    hits = [hit(ferry), hit(chess, doc_id="b.txt", rank=2)]
+    chosen = {e.text: e for e in evidence.select(question, hits, bag_embed, apart=True)}
+    together = {e.text: e for e in evidence.select(question, hits, bag_embed)}
+
+    def cosine(a: str, b: str) -> float:
+        va, vb = bag_embed([a, b])
+        return float(va @ vb)
+
+    # searched apart, each sentence is scored against the part it answers, not against the whole
+    # question, whose other half it lacks; found together (one story), against the whole question
+    for text, part in ((ferry, parts[0]), (chess, parts[1])):
+        assert chosen[text].cosine == pytest.approx(cosine(part, text), abs=1e-4)
+        assert together[text].cosine == pytest.approx(cosine(question, text), abs=1e-4)
+        assert chosen[text].score > together[text].score
+    # a question that asks one thing is scored against itself, as before
+    single = "Which union called the ferry strike in Harbor City?"
+    (alone,) = evidence.select(single, [hit(ferry)], bag_embed, apart=True)
+    assert evidence.standalone_parts(single) == [] and alone.cosine == pytest.approx(cosine(single, ferry), abs=1e-4)
