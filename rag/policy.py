@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import math
 
-# --- retrieval (rag.retrieve.Retriever.search_parts) --------------------------------------------
-STANDALONE_WORDS = 3  # a part of a two-part question with this many content words can be searched alone
-
 # --- retrieval (rag.evidence.parts_not_found) ---------------------------------------------------
 STANDALONE_WORDS = 3  # a part of a question with this many content words can be searched on its own
 
