@@ -133,10 +133,13 @@ def part_terms(question: str) -> list[set[str]]:
     """For a question that asks two or more things ("Who offered to mediate in 2019, and who in
     2025?"), the words only each part uses ({"offer", "mediat", "2019"}, {"2025"}); else [].
     A part that shares all its words with the others adds nothing to look for and is left out."""
-    parts = [content_tokens(p) for p in question_parts(question)]
-    own = [p - set().union(*(o for j, o in enumerate(parts) if j != i)) for i, p in enumerate(parts)]
-    own = [o for o in own if o]
+    own = [o for o in _own_words([content_tokens(p) for p in question_parts(question)]) if o]
     return own if len(own) >= 2 else []
+
+
+def _own_words(parts: list[set[str]]) -> list[set[str]]:
+    """For each part's words, those no other part uses."""
+    return [p - set().union(*(o for j, o in enumerate(parts) if j != i)) for i, p in enumerate(parts)]
 
 
 def speaking_to_parts(question: str, ranked: list, words: Callable) -> list[list]:
@@ -160,21 +163,25 @@ def standalone_parts(question: str) -> list[str]:
 
 def parts_not_found(question: str, hits: list[Hit]) -> list[str]:
     """The parts of a question that asks several unrelated things ("Who won the runoff, and which
-    star ...?") that none of its hits speaks to, to be searched on their own. A part counts when it
-    stands alone (policy.STANDALONE_WORDS content words; "..., and who in 2025?" leans on the first)
-    and at least two parts do; a hit speaks to it when it holds half of the part's words (with its
+    star ...?") that stand alone (`standalone_parts`) and that none of its hits speaks to, to be
+    searched on their own. A hit speaks to a part when it holds half of the part's words (with its
     article's title, publisher and date). One search for the whole finds chunks about both parts
     only when one story holds both."""
     alone = standalone_parts(question)
     if not alone:
         return []
-    held = [passage_tokens(h.text) | context_tokens(h.title, h.source, h.date) for h in hits]
+    held = [_hit_tokens(h) for h in hits]
 
     def found(part: str) -> bool:
         asked = content_tokens(part)
         return any(2 * sum(covered(t, tokens) for t in asked) >= len(asked) for tokens in held)
 
     return [p for p in alone if not found(p)]
+
+
+def _hit_tokens(h: Hit) -> set[str]:
+    """What a retrieved chunk can vouch for: its words, its article's title, publisher and date."""
+    return passage_tokens(h.text) | context_tokens(h.title, h.source, h.date)
 
 
 def context_tokens(title: str | None, source: str | None, date: str | None) -> set[str]:
@@ -321,7 +328,7 @@ def features(question: str, evidence: list[Evidence], hits: list[Hit]) -> tuple[
     terms = key_terms(question)
     present: set[str] = set()
     for h in hits:
-        present |= passage_tokens(h.text) | context_tokens(h.title, h.source, h.date)
+        present |= _hit_tokens(h)
     if any(h.date is None for h in hits):  # an undated article may be from any year asked about
         present |= {t for t in terms if _YEAR.fullmatch(t)}
     missing = sorted(t for t in terms if not covered(t, present))
@@ -347,8 +354,7 @@ def _covered_by_parts(question: str, evidence: list[Evidence]) -> float:
     around = [evidence_tokens(e) for e in ranked]
     parts = [p for p in (content_tokens(part) for part in question_parts(question)) if p]
     shares = []
-    for i, asked in enumerate(parts):
-        own = asked - set().union(*(o for j, o in enumerate(parts) if j != i))
+    for asked, own in zip(parts, _own_words(parts), strict=True):
         speaks = next((n for n, tokens in enumerate(around) if any(covered(t, tokens) for t in own)), 0)
         shares.append(sum(covered(t, around[speaks]) for t in asked) / len(asked))
     return sum(shares) / len(shares) if shares else 0.0
