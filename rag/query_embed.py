@@ -233,6 +233,9 @@ def int8_export(model_dir: Path, fp32_file: Path, dest: Path) -> None:
 
     Left at fp32: the word embeddings (Gather) and the first layer's FFN output, the two places where
     int8 cost most agreement for least speed. Activations are quantised per call (dynamic).
+    Weights use 7 bits (`reduce_range`): with full 8-bit weights, CPUs without VNNI (AVX2 only)
+    saturate onnxruntime's intermediate sums, so one index gave other vectors, and other answers,
+    on another machine. With 7 bits the integer arithmetic is exact on every x86 CPU.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -257,7 +260,7 @@ def int8_export(model_dir: Path, fp32_file: Path, dest: Path) -> None:
             source = fp32_file
         graph = onnx.load(str(source), load_external_data=False).graph
         keep = [n.name for n in graph.node if n.op_type == "MatMul" and "layer.0/output/dense" in n.name]
-        quantize_dynamic(str(source), str(dest), weight_type=QuantType.QInt8, per_channel=True,
+        quantize_dynamic(str(source), str(dest), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
                          op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=keep,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:

@@ -77,6 +77,19 @@ def test_int8_vectors_stay_close_to_fp32(exports, model_dir, real_embedder):
 
 
 @pytest.mark.slow
+def test_int8_weights_fit_in_7_bits_so_every_cpu_computes_the_same_vectors(exports, model_dir):
+    # onnxruntime multiplies uint8 activations by int8 weights in pairs summed into 16 bits
+    # (VPMADDUBSW) on CPUs without VNNI: 255 * 127 * 2 overflows and saturates, 255 * 64 * 2 does not.
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(onnx_path(exports, embedder_identity(model_dir, "int8")))).graph
+    weights = [numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("_quantized")]
+    assert len(weights) >= 12  # the attention and feed-forward weights of MiniLM's 6 layers
+    assert all(2 * 255 * int(np.abs(w.astype(np.int32)).max()) <= 32767 for w in weights)
+
+
+@pytest.mark.slow
 def test_an_int8_vector_does_not_depend_on_the_texts_embedded_with_it(exports, model_dir):
     from tests.test_query_embed import varied_texts
 
