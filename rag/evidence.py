@@ -24,7 +24,7 @@ import numpy as np
 
 from rag import policy
 from rag.filters import Filters
-from rag.ingest import date_header_length
+from rag.ingest import date_header_length, front_matter_length
 from rag.injection import in_instruction
 from rag.sentences import asks_or_leads_in, sentence_spans
 from rag.types import Evidence, Hit
@@ -99,7 +99,10 @@ def candidates(hits: list[Hit]) -> list[Candidate]:
     out: list[Candidate] = []
     for hit in hits:
         previous = ""
+        metadata = front_matter_length(hit.text) if hit.start == 0 else 0  # "title: ...", "date: ..."
         for s, e in sentence_spans(hit.text):
+            if e <= metadata:
+                continue
             before, previous = previous, hit.text[s:e]
             s += date_header_length(hit.text[s:e])  # "date 2019-02-20 SPRINGFIELD ..." quotes from SPRINGFIELD
             start, end = hit.start + s, hit.start + e

@@ -698,6 +698,13 @@ def date_header_length(text: str) -> int:
     return header.end() if header else 0
 
 
+def front_matter_length(text: str) -> int:
+    """Length of `---` fenced `key: value` lines at the very start of `text` (0 if none): the
+    article's metadata (read into its title, date and source), not prose to quote."""
+    match = _FRONT_MATTER.match(text[:20_000])
+    return match.end() if match else 0
+
+
 def _text_meta(text: str, markdown: bool) -> dict[str, str | None]:
     """Title, date and source stated in the text itself; front matter wins over the rest."""
     front, body = _front_matter(text)

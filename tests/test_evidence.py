@@ -113,6 +113,13 @@ def test_date_header_is_not_quoted_as_evidence():
     assert text[chosen.start:chosen.end] == chosen.text
 
 
+def test_front_matter_is_not_quoted_as_evidence():
+    text = ("---\ntitle: Halvorsen Foods makes $4.2 billion bid for Brightmeadow Dairy\ndate: 2023-05-10\n"
+            "source: Financial Ledger\n---\nHalvorsen Foods offered $38 per share for Brightmeadow Dairy.")
+    chosen = evidence.select("How much did Halvorsen bid for Brightmeadow Dairy?", [hit(text)], bag_embed)
+    assert [e.text for e in chosen] == ["Halvorsen Foods offered $38 per share for Brightmeadow Dairy."]
+
+
 def test_a_question_or_a_lead_in_is_no_evidence_but_reads_as_context():
     text = ("Who won the city marathon on a record-breaking morning? "
             "A schoolteacher from Ventura won the city marathon in record time.")
