@@ -294,6 +294,10 @@ class LlamaModel:
 
     def _stream(self, messages: list[dict], config: GenerationConfig) -> Iterator[str]:
         self.last_finish_reason = None
+        # The whole prompt is evaluated afresh: reusing the cached prefix of the previous prompt
+        # changes the arithmetic (another batch split), and a greedy answer then depends on what
+        # was asked before. The same question must get the same answer.
+        self._llama.reset()
         stream = self._llama.create_chat_completion(
             messages=messages, stream=True, temperature=config.temperature, top_k=config.top_k,
             top_p=1.0, min_p=0.0, repeat_penalty=config.repeat_penalty, max_tokens=config.max_tokens,
