@@ -28,7 +28,7 @@ import numpy as np
 from rag import evidence, policy
 from rag.config import Settings
 from rag.evaluate import load_gold, score_answer, summarise
-from rag.filters import recent_window
+from rag.filters import news_window
 from rag.pipeline import Pipeline, as_read, compose, extractive
 
 CONTEXT_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
@@ -45,7 +45,7 @@ def feature_rows(gold: list[dict], index: str) -> tuple[np.ndarray, np.ndarray, 
         for item in gold:
             q = item["question"]
             hits, apart = pipeline.search(q, pipeline.settings.k, as_of=item.get("date"))
-            window = recent_window(q, item.get("date"))
+            window = news_window(q, item.get("date"))
             chosen = evidence.select(q, hits, pipeline.embedder.embed, window=window, apart=apart)
             values, missing = evidence.features(q, chosen, hits)
             rows.append([values[name] for name in policy.FEATURES])
@@ -122,7 +122,7 @@ def selection_grid(gold: list[dict], index: str) -> list[tuple[tuple, dict]]:
             judged = []
             for item, hits, apart in searched:
                 q = item["question"]
-                chosen = evidence.select(q, hits, embed, window=recent_window(q, item.get("date")), apart=apart)
+                chosen = evidence.select(q, hits, embed, window=news_window(q, item.get("date")), apart=apart)
                 judged.append((item, hits, chosen, evidence.assess(q, chosen, hits).answerable))
             for share in GROUP_SHARES:
                 policy.GROUP_SHARE = share

@@ -196,8 +196,8 @@ def select(question: str, hits: list[Hit], embed: Callable[[list[str]], np.ndarr
            limit: int = policy.EVIDENCE_SENTENCES, window: Filters | None = None,
            apart: bool = False) -> list[Evidence]:
     """The best `limit` distinct sentences, numbered 1..n by relevance. `window` holds the days a
-    question's "this week" or "recently" means (rag.filters.recent_window): sentences of articles
-    from those days are preferred over older reports of the same story. A sentence that asks ("So
+    question is about (rag.filters.news_window: its "this week", else the days before asking):
+    sentences of articles from those days are preferred over older reports of the same story. A sentence that asks ("So
     which areas were the germiest?") or leads in ("Here are the winners:") is no evidence (the
     plain baseline keeps it). It still reads as context for the sentence after it (Candidate.before).
     `apart`: the question's parts were searched apart (Pipeline.search): they are scored apart too."""

@@ -7,8 +7,9 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from rag import policy
 from rag.errors import UsageError
-from rag.words import recency_days
+from rag.words import recency_days, years_named
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -75,3 +76,19 @@ def recent_window(query: str, as_of: str | None) -> Filters | None:
     except ValueError:  # 2023-02-30
         return None
     return Filters(since=(asked - timedelta(days=days)).isoformat(), until=asked.isoformat())
+
+
+def news_window(query: str, as_of: str | None) -> Filters | None:
+    """The days whose articles a question asked on `as_of` is most likely about: those its "this
+    week" or "recently" names; else, a question about the news being the news of the days before
+    it is asked, the last policy.NEWS_DAYS days, unless it names an earlier year ("the 2019 election")."""
+    window = recent_window(query, as_of)
+    if window is not None or not as_of or not _DATE.match(as_of):
+        return window
+    try:
+        asked = date.fromisoformat(as_of)
+    except ValueError:
+        return None
+    if any(year < asked.year for year in years_named(query)):
+        return None
+    return Filters(since=(asked - timedelta(days=policy.NEWS_DAYS)).isoformat(), until=asked.isoformat())

@@ -19,7 +19,7 @@ from datetime import date
 from rag import citations, evidence, policy, prompts
 from rag.config import MODES, Settings
 from rag.errors import RagError, UsageError
-from rag.filters import recent_window
+from rag.filters import news_window
 from rag.llm import LLM, GenerationConfig, load_model, resolve_model_path
 from rag.retrieve import Filters, Retriever
 from rag.stores import open_store, query_embedder_for
@@ -156,7 +156,7 @@ class Pipeline:
             assessment = evidence.Assessment(bool(chosen), "baseline answers whenever a passage was found")
         else:
             hits, apart = self.search(q, k, filters, as_of)
-            window = recent_window(q, as_of)
+            window = news_window(q, as_of)
             chosen = evidence.select(q, hits, self.embedder.embed, EVIDENCE_SENTENCES, window, apart)
             assessment = evidence.assess(q, chosen, hits)
         retrieve_ms = _ms(started)

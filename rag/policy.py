@@ -24,6 +24,7 @@ SOURCE_BONUS = 0.1  # the question names this article's publisher ("according to
 NOVELTY_WEIGHT = 0.2  # times the share of the sentence's words the question lacks (calibration split)
 NEW_NAME_BONUS = 0.1  # a who/which/where question, and the sentence names something the question does not
 RECENT_BONUS = 0.1  # a "this week" question, and the sentence's article is from those days (calibration split)
+NEWS_DAYS = 9  # any other question: the same bonus for the days before asking (rag.filters.news_window)
 MIN_WORDS = 4  # shorter "sentences" are headings or bylines, not evidence
 PER_ARTICLE = 4  # at most this many evidence sentences from one article (grid on the calibration split; README "Eval")
 NEAR_COPY = 0.75  # token Jaccard at which two sentences say the same thing

@@ -332,3 +332,11 @@ def recency_days(question: str) -> int | None:
     """How far back from the day of asking the question looks ("this week": 9 days), or None."""
     days = [d for pattern, d in RELATIVE_TIME if pattern.search(question)]
     return min(days) if days else None
+
+
+_YEAR = re.compile(r"\b(?:1[89]|20)\d\d\b")
+
+
+def years_named(question: str) -> list[int]:
+    """The years a question names ("the 2019 election" -> [2019])."""
+    return [int(y) for y in _YEAR.findall(question)]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import zlib
+from datetime import date, timedelta
 
 import numpy as np
 import pytest
 
 from rag import evidence, policy
-from rag.filters import Filters, recent_window
+from rag.filters import Filters, news_window, recent_window
 from rag.types import Evidence, Hit
 from rag.words import content_tokens
 
@@ -202,6 +203,21 @@ def test_this_week_prefers_the_report_from_those_days():
     assert window == Filters(since="2023-05-01", until="2023-05-10")
     assert evidence.select(question, [old, new], bag_embed)[0].doc_id == "old.txt"  # no date asked: rank wins
     assert evidence.select(question, [old, new], bag_embed, window=window)[0].doc_id == "new.txt"
+
+
+def test_a_news_question_prefers_the_reports_of_the_days_before_it_is_asked():
+    question = "Which company recalled its heaters?"
+    old = hit("Orbis recalled its heaters after fires in homes.", doc_id="old.txt", date="2021-03-02")
+    new = hit("Kestrel recalled its heaters after fires in homes.", doc_id="new.txt", date="2023-05-08", rank=2)
+    window = news_window(question, "2023-05-10")
+    assert window == Filters(since=f"{date(2023, 5, 10) - timedelta(days=policy.NEWS_DAYS)}", until="2023-05-10")
+    assert evidence.select(question, [old, new], bag_embed, window=window)[0].doc_id == "new.txt"
+    # its own "this week" wins, and a question about an earlier year is not about the latest news
+    assert news_window("Which company recalled its heaters this week?", "2023-05-10") == \
+        recent_window("Which company recalled its heaters this week?", "2023-05-10")
+    assert news_window("Which company recalled its heaters in 2021?", "2023-05-10") is None
+    assert news_window("Which city will host the 2024 convention?", "2023-05-10") is not None
+    assert news_window(question, None) is None and news_window(question, "May 10") is None
 
 
 def test_a_window_holds_only_dated_articles_inside_it():
