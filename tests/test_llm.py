@@ -258,6 +258,33 @@ def test_real_model_greedy_answers_are_repeatable(smollm):
 
 
 @pytest.mark.slow
+def test_real_model_answers_do_not_depend_on_what_was_asked_before(smollm):
+    """The same question gets the same answer after any other question, as from a fresh model,
+    and asking it again re-evaluates at most one block of its prompt (llm.PREFILL_BLOCK)."""
+    config = GenerationConfig(max_tokens=24)
+    first, second = answer_messages(4), answer_messages(6)
+    evaluated: list[int] = []
+    evaluate = smollm._llama.eval
+    smollm._llama.eval = lambda tokens: (evaluated.append(len(tokens)), evaluate(tokens))[1]
+    try:
+        answers = []
+        for messages in (first, second, first, second, first):
+            evaluated.clear()
+            answers.append(smollm.chat(messages, config))
+    finally:
+        del smollm._llama.eval
+    repeat_budget = llm.PREFILL_BLOCK + 1 + config.max_tokens  # one block, the last token, the answer
+    assert smollm.count_chat_tokens(first) > 2 * repeat_budget
+    assert sum(evaluated) <= repeat_budget, "a repeated question reuses its cached prompt"
+    assert answers[0] == answers[2] == answers[4] and answers[1] == answers[3]
+    fresh = llm.LlamaModel(smollm.path, n_ctx=2048)
+    try:
+        assert fresh.chat(second, config) == answers[1] and fresh.chat(first, config) == answers[0]
+    finally:
+        fresh.close()
+
+
+@pytest.mark.slow
 def test_real_model_counts_the_prompt_it_will_run(smollm):
     messages = answer_messages()
     n_prompt = smollm.count_chat_tokens(messages)
