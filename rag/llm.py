@@ -298,7 +298,7 @@ class LlamaModel:
         return self._stream(messages, config)
 
     def _prefill(self, tokens: list[int]) -> None:
-        """Evaluate all but the last prompt token in blocks of PREFILL_BLOCK at fixed positions,
+        """Evaluate the prompt in blocks of PREFILL_BLOCK at fixed positions,
         keeping the whole blocks already cached from the previous prompt.
 
         Why blocks: a token's logits depend on how the prompt was split into batches, and a
@@ -306,11 +306,12 @@ class LlamaModel:
         evaluates the rest as one batch, so an answer would depend on what was asked before.
         Here every prompt is split the same way whatever is cached, so the same question gets
         the same answer; and it still skips the system prompt and, for a repeated question,
-        all but its last block. create_chat_completion then finds all but the last token cached
-        and evaluates that one alone, as it does after a full prefill.
+        all but its last block. create_chat_completion then finds the whole prompt cached and
+        samples from its logits; a prompt shorter than a block is one batch, as a fresh
+        llama-cpp-python (and its server) evaluates it.
         """
         llama = self._llama
-        target = len(tokens) - 1
+        target = len(tokens)
         same, limit = 0, min(llama.n_tokens, target, self._whole_blocks)
         cached = llama.input_ids
         while same < limit and cached[same] == tokens[same]:
