@@ -69,13 +69,20 @@ class Ranking:
 def recent_window(query: str, as_of: str | None) -> Filters | None:
     """The dates that "this week", "recently" or "last year" in the query mean when asked on `as_of`."""
     days = recency_days(query)
-    if days is None or not as_of or not _DATE.match(as_of):
-        return None
-    try:
-        asked = date.fromisoformat(as_of)
-    except ValueError:  # 2023-02-30
+    asked = _day(as_of)
+    if days is None or asked is None:
         return None
     return Filters(since=(asked - timedelta(days=days)).isoformat(), until=asked.isoformat())
+
+
+def _day(as_of: str | None) -> date | None:
+    """The ISO date `as_of`, or None when it is missing or no date (2023-02-30)."""
+    if not as_of or not _DATE.match(as_of):
+        return None
+    try:
+        return date.fromisoformat(as_of)
+    except ValueError:
+        return None
 
 
 def news_window(query: str, as_of: str | None) -> Filters | None:
@@ -83,12 +90,9 @@ def news_window(query: str, as_of: str | None) -> Filters | None:
     week" or "recently" names; else, a question about the news being the news of the days before
     it is asked, the last policy.NEWS_DAYS days, unless it names an earlier year ("the 2019 election")."""
     window = recent_window(query, as_of)
-    if window is not None or not as_of or not _DATE.match(as_of):
+    asked = _day(as_of)
+    if window is not None or asked is None:
         return window
-    try:
-        asked = date.fromisoformat(as_of)
-    except ValueError:
-        return None
     if any(year < asked.year for year in years_named(query)):
         return None
     return Filters(since=(asked - timedelta(days=policy.NEWS_DAYS)).isoformat(), until=asked.isoformat())

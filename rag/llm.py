@@ -317,6 +317,8 @@ class LlamaModel:
         while same < limit and cached[same] == tokens[same]:
             same += 1
         start = same - same % PREFILL_BLOCK
+        if start == target and target:  # all cached: the live logits are the last answer's, not the prompt's
+            start -= PREFILL_BLOCK  # (start == target only when the prompt fills whole blocks)
         llama.n_tokens = start  # eval() drops the cache from here on
         for begin in range(start, target, PREFILL_BLOCK):
             llama.eval(tokens[begin:min(begin + PREFILL_BLOCK, target)])
