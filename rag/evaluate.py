@@ -336,6 +336,8 @@ def score_answer(item: dict, answer: dict, supports: Supports = lexical_support,
         "timings_ms": dict(answer.get("timings_ms") or {}),
         "tokens_per_s": tokens_per_s(answer),
         "error": answer.get("error"),
+        "notes": list(answer.get("notes") or []),  # why it abstained, what verification dropped
+        "draft": answer.get("draft"),  # the model's own text before verification (llm mode)
     }
     if item["answerable"]:
         row["correct"] = (not abstained) and is_correct(text, item["must"])

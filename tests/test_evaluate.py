@@ -175,8 +175,9 @@ ANSWERS = {
         timings={"retrieve": 5, "first_token": 300, "total": 900}),
     GOLD_SMALL[1]["question"]: make_answer(abstained=True, text="The articles do not say.",
                                            retrieved=[A1, A2], timings={"retrieve": 7, "total": 100}),
-    GOLD_SMALL[2]["question"]: make_answer(abstained=True, text="The articles do not say.",
-                                           timings={"retrieve": 6, "total": 80}),
+    GOLD_SMALL[2]["question"]: {**make_answer(abstained=True, text="The articles do not say.",
+                                              timings={"retrieve": 6, "total": 80}),
+                                "notes": ["abstained: weakly related"], "draft": "The articles do not say."},
 }
 
 
@@ -190,6 +191,8 @@ def test_run_eval_rows_and_report():
     assert first["citations"][0]["doc_id"] == A0 and "wall" in first["timings_ms"]
     assert rows[1]["correct"] is False and rows[1]["abstained"]
     assert rows[2]["correct"] is True
+    assert rows[2]["notes"] == ["abstained: weakly related"] and rows[2]["draft"] == "The articles do not say."
+    assert rows[0]["notes"] == [] and rows[0]["draft"] is None
 
     m = report["metrics"]
     assert m["accuracy"] == 0.5
