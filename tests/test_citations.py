@@ -398,6 +398,7 @@ def test_non_answers_are_never_printed_as_supported(answer):
 @pytest.mark.parametrize("answer", [
     "According to the provided sources, the attack was claimed by Jaish-e-Mohammed [1].",
     "The answer is: the Islamist group Jaish-e-Mohammed [1].",
+    "Based on the information provided in the sources, the attack was claimed by Jaish-e-Mohammed [1].",
 ])
 def test_a_lead_in_about_the_sources_goes_and_the_claim_is_judged_alone(answer):
     verified = verify(answer, [ev(1, PULWAMA)], question="Who claimed the attack in Pulwama?")
@@ -405,6 +406,30 @@ def test_a_lead_in_about_the_sources_goes_and_the_claim_is_judged_alone(answer):
     assert sentence.supported and "Jaish-e-Mohammed" in sentence.text
     assert not re.search(r"(?i)sources|answer is", sentence.text)
     assert sentence.text[0].isupper()
+
+
+@pytest.mark.parametrize("answer, quoted", [
+    ("The answer is: Jaish-e-Mohammed.", 3),  # no citation: the source that states it
+    ("Jaish-e-Mohammed [3].", 3),
+    ("40", 2),
+    ("The answer is: 26 civilians [4].", 4),
+])
+def test_a_short_answer_quotes_the_source_that_states_it(answer, quoted):
+    verified = verify(answer, EVIDENCE, question="Who was blamed, and how many died?")
+    assert [(s.text, s.citations, s.supported) for s in verified.sentences] == [
+        (EVIDENCE[quoted - 1].text, [quoted], True)]
+    assert any("short answer" in note for note in verified.notes)
+
+
+@pytest.mark.parametrize("answer", [
+    "The answer is: Lashkar-e-Taiba [3].",  # no source states it
+    "The answer is: 4 [2].",  # "4" is no whole number in "40"
+    "Pakistan [1].",  # the question already says it
+])
+def test_a_short_answer_no_source_states_is_not_printed(answer):
+    verified = verify(answer, EVIDENCE, question="Who did the US urge Pakistan to act against?")
+    assert not any(s.text in EVIDENCE[2].text + EVIDENCE[1].text for s in verified.sentences)
+    assert not any("short answer" in note for note in verified.notes)
 
 
 def test_a_name_the_cited_source_lacks_sinks_the_sentence():
