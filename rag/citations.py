@@ -212,33 +212,12 @@ _LEAD_IN_RE = re.compile(
 def without_lead_in(sentence: str) -> str:
     """The sentence without a leading "According to the sources," or "The answer is:". Only a
     whole claim is freed: a bare "14" after "The answer is:" is checkable only as "a 14 occurs in
-    the source", so that sentence stays as it was (`short_answer` quotes the source stating it)."""
+    the source", so that sentence stays as it was (and is dropped as talk about the task)."""
     m = _LEAD_IN_RE.match(sentence)
     if not m or len(sentence[m.end():].split()) < policy.MIN_WORDS:
         return sentence
     rest = sentence[m.end():]
     return rest[:1].upper() + rest[1:]
-
-
-def short_answer(sentence: str) -> str | None:
-    """The bare answer in "The answer is: New Jersey." or "115 [2]." (fewer than MIN_WORDS words
-    after any lead-in), else None. Alone it is no checkable claim; it points at the evidence
-    sentence that states it (`_pointed`)."""
-    m = _LEAD_IN_RE.match(sentence)
-    rest = MARKER_RE.sub(" ", sentence[m.end():] if m else sentence)
-    rest = _END_RE.sub("", rest.strip()).strip(" \"“”‘’'")
-    return rest if rest and content_tokens(rest) and len(rest.split()) < policy.MIN_WORDS else None
-
-
-def _pointed(answer: str, question: str, evidence: list[Evidence], valid: list[int]) -> Evidence | None:
-    """The evidence sentence that states a short answer verbatim (whole words), when the answer adds
-    something the question lacks: the one the model cited, else the first (best ranked)."""
-    asked = content_tokens(question)
-    if all(covered(t, asked) for t in content_tokens(answer)):
-        return None
-    pattern = re.compile(rf"(?<![\w$]){re.escape(answer)}(?!\w|[.,]\d)", re.IGNORECASE)
-    holding = [e for e in evidence if pattern.search(e.text)]
-    return next((e for e in holding if e.n in valid), holding[0] if holding else None)
 
 
 def non_answer(sentence: str, question: str) -> str | None:
@@ -295,7 +274,6 @@ def verify(answer_text: str, evidence: list[Evidence], threshold: float = policy
     citation); else, with replace_unsupported, the sentence becomes the text of the evidence
     sentence it is closest to (dropped when that evidence is cited elsewhere in the answer, or
     nothing is close), or without it, is kept with supported=False.
-    A short answer ("The answer is: 115.") becomes the evidence sentence that states it, cited.
     A non-answer (see `non_answer`) is dropped whatever it cites. The answer is abstained when it
     holds ABSTAIN_PHRASE or nothing is left.
     """
@@ -315,12 +293,6 @@ def verify(answer_text: str, evidence: list[Evidence], threshold: float = policy
             if i not in by_n and i not in invented:
                 invented.append(i)
                 notes.append(f"removed citation [{i}]: no such source")
-        bare = short_answer(text)
-        pointed = _pointed(bare, question, evidence, valid) if bare else None
-        if pointed is not None:  # "The answer is: 115": quote the source that states it
-            notes.append(f"quoted source [{pointed.n}] for the short answer {_short(bare)!r}")
-            rows.append((pointed.text, valid, Sentence(pointed.text, [pointed.n], True)))
-            continue
         claim_text = without_lead_in(text)
         if claim_text != text:
             notes.append(f"dropped the lead-in of {_short(text)!r}")
