@@ -40,6 +40,7 @@ from rag.words import (
     covered,
     date_words,
     is_number,
+    mentioned,
     names_publisher,
     passage_tokens,
     publisher_words,
@@ -152,7 +153,7 @@ def speaking_to_parts(question: str, ranked: list, words: Callable) -> list[list
     article's date, None when undated: an undated article may be from any year a part asks about."""
     held = [words(x) for x in ranked]
     return [[x for x, (tokens, dated) in zip(ranked, held, strict=True)
-             if any(covered(t, tokens) or (not dated and _YEAR.fullmatch(t)) for t in terms)]
+             if any(mentioned(t, tokens) or (not dated and _YEAR.fullmatch(t)) for t in terms)]
             for terms in part_terms(question)]
 
 
@@ -177,7 +178,7 @@ def parts_not_found(question: str, hits: list[Hit]) -> list[str]:
 
     def found(part: str) -> bool:
         asked = content_tokens(part)
-        return any(2 * sum(covered(t, tokens) for t in asked) >= len(asked) for tokens in held)
+        return any(2 * sum(mentioned(t, tokens) for t in asked) >= len(asked) for tokens in held)
 
     return [p for p in alone if not found(p)]
 
@@ -249,7 +250,7 @@ def _lexical_relevance(ask: str, question: str, window: Filters | None) -> Calla
 
     def score(c: Candidate, context: set[str]) -> float:
         words = c.tokens | context
-        coverage = sum(covered(t, words) for t in asked) / len(asked) if asked else 0.0
+        coverage = sum(mentioned(t, words) for t in asked) / len(asked) if asked else 0.0
         bonus = policy.ANSWER_TYPE_BONUS if kind is not None and holds_new(kind, c.text, question) else 0.0
         bonus += policy.SOURCE_BONUS if names_publisher(question, c.hit.source) else 0.0
         # An answer adds something the question lacks: a sentence that only restates it answers nothing.
@@ -334,7 +335,7 @@ def features(question: str, evidence: list[Evidence], hits: list[Hit]) -> tuple[
         present |= _hit_tokens(h)
     if any(h.date is None for h in hits):  # an undated article may be from any year asked about
         present |= {t for t in terms if _YEAR.fullmatch(t)}
-    missing = sorted(t for t in terms if not covered(t, present))
+    missing = sorted(t for t in terms if not mentioned(t, present))
     kind = answer_type(question)
     typed = kind is None or any(holds_new(kind, e.text, question) for e in evidence)
     values = {
@@ -358,8 +359,8 @@ def _covered_by_parts(question: str, evidence: list[Evidence]) -> float:
     parts = [p for p in (content_tokens(part) for part in question_parts(question)) if p]
     shares = []
     for asked, own in zip(parts, _own_words(parts), strict=True):
-        speaks = next((n for n, tokens in enumerate(around) if any(covered(t, tokens) for t in own)), 0)
-        shares.append(sum(covered(t, around[speaks]) for t in asked) / len(asked))
+        speaks = next((n for n, tokens in enumerate(around) if any(mentioned(t, tokens) for t in own)), 0)
+        shares.append(sum(mentioned(t, around[speaks]) for t in asked) / len(asked))
     return sum(shares) / len(shares) if shares else 0.0
 
 

