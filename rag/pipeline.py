@@ -267,7 +267,8 @@ def extractive(question: str, items: list[Evidence]) -> list[Sentence]:
     """The best evidence sentence; the best one for each further thing the question asks ("..., and
     who leads it?", "... in 2019, and who in 2025?"); then any nearly as relevant one that adds what
     the answer lacks: a question word not yet covered, or another article's account (another report,
-    often another event or date: the 2019 and the 2025 demands)."""
+    often another event or date: the 2019 and the 2025 demands); and any evidence sentence that
+    goes on from a picked one (`reads_on`)."""
     if not items:
         return []
     ranked = sorted(items, key=lambda e: -e.score)
@@ -282,16 +283,25 @@ def extractive(question: str, items: list[Evidence]) -> list[Sentence]:
     covered = set().union(*(content_tokens(e.text) for e in picked)) & asked
     articles = {e.doc_id for e in picked}
     for e in ranked[1:]:
-        if len(picked) >= policy.EXTRACTIVE_MAX or e.score < policy.GROUP_SHARE * top:
+        if len(picked) >= policy.EXTRACTIVE_MAX:
             break
         if e in picked:
             continue
         adds = content_tokens(e.text) & asked - covered
-        if e.doc_id not in articles or adds:
+        close = e.score >= policy.GROUP_SHARE * top
+        if (close and (e.doc_id not in articles or adds)) or reads_on(e, picked):
             picked.append(e)
             covered |= adds
             articles.add(e.doc_id)
     return [Sentence(e.text, [e.n], True) for e in sorted(picked, key=lambda e: e.n)]
+
+
+def reads_on(e: Evidence, picked: list[Evidence]) -> bool:
+    """Whether `e` is the sentence right after a picked one in the same article. A news story
+    often names its subject in one sentence and gives the detail asked for in the next ("... will
+    not run for reelection." "She has served since 1992."): the question's words match the first,
+    the answer is in the second. Only evidence sentences are read on, so it stays on topic."""
+    return any(p.doc_id == e.doc_id and 0 <= e.start - p.end <= policy.READ_ON_GAP for p in picked)
 
 
 def complete(question: str, sentences: list[Sentence], items: list[Evidence], notes: list[str]) -> list[Sentence]:

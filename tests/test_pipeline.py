@@ -322,3 +322,23 @@ def test_a_part_the_question_search_misses_is_searched_on_its_own(tmp_path, real
         assert len(p.ask("Which union called the ferry strike in Harbor City?").retrieved) == 1
     finally:
         p.close()
+
+
+def test_extractive_reads_on_into_the_next_sentence_of_the_best_ones_article():
+    from rag.pipeline import extractive
+    from rag.types import Evidence
+
+    def item(n, text, doc, start, score):
+        return Evidence(n=n, doc_id=doc, chunk_id=f"{doc}:0-1", start=start, end=start + len(text), text=text,
+                        title="t", date="2024-04-01", source=None, score=score)
+
+    question = "Senator Ada Moss will not seek reelection. Since what year has she served?"
+    lede = "Senator Ada Moss said on Tuesday that she will not seek reelection next year."
+    best = item(1, lede, "a", 0, 0.9)
+    next_one = item(2, "The former mayor has served in the Senate since 1998.", "a", len(lede) + 1, 0.5)
+    later_one = item(3, "Her office declined to comment on any successor.", "a", len(lede) + 200, 0.5)
+    cited = [s.citations for s in extractive(question, [best, next_one, later_one])]
+    assert cited == [[1], [2]]  # the next sentence comes in, far below GROUP_SHARE; a later one does not
+    # the next sentence of another article is no continuation
+    elsewhere = item(2, next_one.text, "b", next_one.start, 0.5)
+    assert [s.citations for s in extractive(question, [best, elsewhere, later_one])] == [[1]]
