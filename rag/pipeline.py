@@ -267,8 +267,8 @@ def extractive(question: str, items: list[Evidence]) -> list[Sentence]:
     """The best evidence sentence; the best one for each further thing the question asks ("..., and
     who leads it?", "... in 2019, and who in 2025?"); then any nearly as relevant one that adds what
     the answer lacks: a question word not yet covered, or another article's account (another report,
-    often another event or date: the 2019 and the 2025 demands); and any evidence sentence that
-    goes on from a picked one (`reads_on`)."""
+    often another event or date: the 2019 and the 2025 demands); and the evidence sentences just
+    before and after the best one in its article (`beside`)."""
     if not items:
         return []
     ranked = sorted(items, key=lambda e: -e.score)
@@ -289,19 +289,22 @@ def extractive(question: str, items: list[Evidence]) -> list[Sentence]:
             continue
         adds = content_tokens(e.text) & asked - covered
         close = e.score >= policy.GROUP_SHARE * top
-        if (close and (e.doc_id not in articles or adds)) or reads_on(e, picked):
+        if (close and (e.doc_id not in articles or adds)) or beside(e, ranked[0]):
             picked.append(e)
             covered |= adds
             articles.add(e.doc_id)
     return [Sentence(e.text, [e.n], True) for e in sorted(picked, key=lambda e: e.n)]
 
 
-def reads_on(e: Evidence, picked: list[Evidence]) -> bool:
-    """Whether `e` is the sentence right after a picked one in the same article. A news story
-    often names its subject in one sentence and gives the detail asked for in the next ("... will
-    not run for reelection." "She has served since 1992."): the question's words match the first,
-    the answer is in the second. Only evidence sentences are read on, so it stays on topic."""
-    return any(p.doc_id == e.doc_id and 0 <= e.start - p.end <= policy.READ_ON_GAP for p in picked)
+def beside(e: Evidence, best: Evidence) -> bool:
+    """Whether `e` is the sentence just before or just after `best` in the same article. A news
+    story often names its subject in one sentence and gives the detail asked for in the next ("...
+    will not run for reelection." "She has served since 1992."), or the other way round: the
+    question's words match one, the answer is in the other. Only evidence sentences are read this
+    way, so the answer stays on the question's topic."""
+    if e.doc_id != best.doc_id:
+        return False
+    return 0 <= e.start - best.end <= policy.ADJACENT_GAP or 0 <= best.start - e.end <= policy.ADJACENT_GAP
 
 
 def complete(question: str, sentences: list[Sentence], items: list[Evidence], notes: list[str]) -> list[Sentence]:

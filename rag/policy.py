@@ -37,7 +37,7 @@ CLAUSE_FLOOR = 0.6  # ... and must find this share of them in the cited source
 REPLACE_FLOOR = 0.25  # an unsupported sentence this close to an evidence sentence is replaced by it
 EXTRACTIVE_MAX = 4  # sentences in an extractive answer (grid on the 2023 calibration split; README "Eval")
 GROUP_SHARE = 0.87  # a further sentence joins the extractive answer only when this close to the best (calibration)
-READ_ON_GAP = 4  # characters between a sentence and the next one in its article: spaces or a paragraph break
+ADJACENT_GAP = 4  # characters between two sentences that follow each other in an article: spaces, a paragraph break
 BASELINE_SENTENCES = 2  # `--mode baseline`: the top sentences by embedder cosine, nothing else
 
 # --- the abstain decision ------------------------------------------------------------------------

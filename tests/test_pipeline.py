@@ -324,7 +324,7 @@ def test_a_part_the_question_search_misses_is_searched_on_its_own(tmp_path, real
         p.close()
 
 
-def test_extractive_reads_on_into_the_next_sentence_of_the_best_ones_article():
+def test_extractive_quotes_the_sentences_beside_the_best_one_in_its_article():
     from rag.pipeline import extractive
     from rag.types import Evidence
 
@@ -334,11 +334,16 @@ def test_extractive_reads_on_into_the_next_sentence_of_the_best_ones_article():
 
     question = "Senator Ada Moss will not seek reelection. Since what year has she served?"
     lede = "Senator Ada Moss said on Tuesday that she will not seek reelection next year."
-    best = item(1, lede, "a", 0, 0.9)
-    next_one = item(2, "The former mayor has served in the Senate since 1998.", "a", len(lede) + 1, 0.5)
-    later_one = item(3, "Her office declined to comment on any successor.", "a", len(lede) + 200, 0.5)
-    cited = [s.citations for s in extractive(question, [best, next_one, later_one])]
-    assert cited == [[1], [2]]  # the next sentence comes in, far below GROUP_SHARE; a later one does not
-    # the next sentence of another article is no continuation
-    elsewhere = item(2, next_one.text, "b", next_one.start, 0.5)
-    assert [s.citations for s in extractive(question, [best, elsewhere, later_one])] == [[1]]
+    before = item(2, "Ada Moss spoke to reporters at the state capitol on Tuesday.", "a", 0, 0.5)
+    best = item(1, lede, "a", before.end + 1, 0.9)
+    after = item(3, "The former mayor has served in the Senate since 1998.", "a", best.end + 2, 0.5)  # a paragraph break
+    later = item(4, "Her office declined to comment on any successor.", "a", after.end + 200, 0.5)
+    cited = [s.citations for s in extractive(question, [best, before, after, later])]
+    assert cited == [[1], [2], [3]]  # both neighbours, far below GROUP_SHARE; a later sentence does not come in
+    # the same sentence in another article is no neighbour
+    elsewhere = item(3, after.text, "b", after.start, 0.5)
+    assert [s.citations for s in extractive(question, [best, elsewhere, later])] == [[1]]
+    # only the best sentence is read on: the neighbour of a further picked sentence stays out
+    other = item(2, "Aides to Senator Ada Moss said last year that she might not seek reelection.", "c", 0, 0.85)
+    next_to_other = item(3, after.text, "c", other.end + 1, 0.5)
+    assert [s.citations for s in extractive(question, [best, other, next_to_other])] == [[1], [2]]
