@@ -336,7 +336,8 @@ def test_extractive_quotes_the_sentences_beside_the_best_one_in_its_article():
     lede = "Senator Ada Moss said on Tuesday that she will not seek reelection next year."
     before = item(2, "Ada Moss spoke to reporters at the state capitol on Tuesday.", "a", 0, 0.5)
     best = item(1, lede, "a", before.end + 1, 0.9)
-    after = item(3, "The former mayor has served in the Senate since 1998.", "a", best.end + 2, 0.5)  # a paragraph break
+    # after a paragraph break
+    after = item(3, "The former mayor has served in the Senate since 1998.", "a", best.end + 2, 0.5)
     later = item(4, "Her office declined to comment on any successor.", "a", after.end + 200, 0.5)
     cited = [s.citations for s in extractive(question, [best, before, after, later])]
     assert cited == [[1], [2], [3]]  # both neighbours, far below GROUP_SHARE; a later sentence does not come in
