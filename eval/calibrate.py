@@ -3,10 +3,17 @@
 Usage:
     .venv/bin/python eval/calibrate.py GOLD.jsonl INDEX [--max-false-abstain 0.03] [--tsv FILE]
     .venv/bin/python eval/calibrate.py GOLD.jsonl INDEX --selection
+    .venv/bin/python eval/calibrate.py GOLD.jsonl INDEX --shapes
 
 `--selection` instead scores a grid of the evidence-selection settings that decide which
 sentences an extractive answer quotes (CONTEXT_WEIGHT x PER_ARTICLE x GROUP_SHARE), with the rag
 eval metrics, and prints the pick: the highest sum of accuracy, citation precision and abstain recall.
+
+`--shapes` scores, on the questions the abstain decision answers, the extractive answer beside
+simpler answers from the same evidence (`answer_shapes`): the best sentence alone, with its
+neighbours, every evidence sentence of its article, every evidence sentence. They bound what
+choosing sentences can reach: no answer from the best sentence's article cites better than the
+best sentence alone, and none from the evidence holds the answer more often than all of it.
 
 Run it on the calibration split only (RealTimeQA weeks of 2023: eval/data/realtimeqa/calib, made
 by eval/realtimeqa.py), never on a test split or the committed gold sets. It computes the
@@ -29,7 +36,8 @@ from rag import evidence, policy
 from rag.config import Settings
 from rag.evaluate import load_gold, score_answer, summarise
 from rag.filters import news_window
-from rag.pipeline import Pipeline, as_read, compose, extractive
+from rag.pipeline import Pipeline, as_read, beside, compose, extractive
+from rag.types import Sentence
 
 CONTEXT_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 PER_ARTICLES = (2, 3, 4, 6)
@@ -137,6 +145,53 @@ def selection_grid(gold: list[dict], index: str) -> list[tuple[tuple, dict]]:
     return results
 
 
+def answer_shapes(question: str, items: list) -> dict[str, list[Sentence]]:
+    """The extractive answer, and the simpler answers from the same evidence that bound it."""
+    if not items:
+        return dict.fromkeys(SHAPES, [])
+    best = max(items, key=lambda e: e.score)
+
+    def quoting(keep) -> list[Sentence]:
+        return [Sentence(e.text, [e.n], True) for e in sorted(items, key=lambda e: e.n) if keep(e)]
+
+    return {
+        "best sentence": quoting(lambda e: e is best),
+        "best sentence and its neighbours": quoting(lambda e: e is best or beside(e, best)),
+        "best sentence's article": quoting(lambda e: e.doc_id == best.doc_id),
+        "every evidence sentence": quoting(lambda e: True),
+        "extractive answer": extractive(question, items),
+    }
+
+
+SHAPES = ("best sentence", "best sentence and its neighbours", "best sentence's article",
+          "every evidence sentence", "extractive answer")
+
+
+def shapes_report(gold: list[dict], index: str) -> list[tuple[str, dict]]:
+    """(shape, eval metrics) over the questions the abstain decision answers, as `rag eval` scores them."""
+    pipeline = Pipeline(Settings(index=index, mode="extractive"))
+    rows: dict[str, list[dict]] = {shape: [] for shape in SHAPES}
+    try:
+        for item in gold:
+            q = item["question"]
+            hits, apart = pipeline.search(q, pipeline.settings.k, as_of=item.get("date"))
+            chosen = evidence.select(q, hits, pipeline.embedder.embed, window=news_window(q, item.get("date")),
+                                     apart=apart)
+            if not evidence.assess(q, chosen, hits).answerable:
+                continue
+            for shape, sentences in answer_shapes(q, chosen).items():
+                rows[shape].append(score_answer(item, as_answer(chosen, sentences, not sentences, hits)))
+    finally:
+        pipeline.close()
+    return [(shape, summarise(rows[shape], {})["metrics"]) for shape in SHAPES]
+
+
+def print_shapes(results: list[tuple[str, dict]]) -> None:
+    print(f"{'answer':34}  accuracy  citation_precision  (answerable questions the decision answers)")
+    for shape, m in results:
+        print(f"{shape:34}  {m['accuracy'] or 0:8.1%}  {m['citation_precision'] or 0:18.1%}")
+
+
 def print_selection(results: list[tuple[tuple, dict]]) -> None:
     """The grid, and the pick: the most accuracy + citation precision + abstain recall."""
     def total(m: dict) -> float:
@@ -161,7 +216,12 @@ def main() -> None:
     parser.add_argument("--tsv", help="also write every question's features here")
     parser.add_argument("--selection", action="store_true",
                         help="grid the evidence-selection settings instead of fitting the abstain decision")
+    parser.add_argument("--shapes", action="store_true",
+                        help="score the extractive answer beside simpler answers from the same evidence")
     args = parser.parse_args()
+    if args.shapes:
+        print_shapes(shapes_report(load_gold(args.gold), args.index))
+        return
     if args.selection:
         print_selection(selection_grid(load_gold(args.gold), args.index))
         return

@@ -107,6 +107,30 @@ def test_the_selection_pick_is_the_best_sum_of_the_three_rates(capsys):
     assert "CONTEXT_WEIGHT = 0.3\nPER_ARTICLE = 4\nGROUP_SHARE = 0.87" in capsys.readouterr().out
 
 
+def test_answer_shapes_bound_the_extractive_answer_from_the_same_evidence():
+    from rag.types import Evidence
+
+    calibrate = _load("calibrate")
+
+    def item(n, text, doc, start, score):
+        return Evidence(n=n, doc_id=doc, chunk_id=f"{doc}:0-1", start=start, end=start + len(text), text=text,
+                        title="t", date="2024-04-01", source=None, score=score)
+
+    best = item(1, "The council approved the new stadium budget on Monday.", "a", 100, 0.9)
+    after = item(2, "The budget sets aside 40 million for the roof.", "a", best.end + 1, 0.5)
+    far = item(3, "Council members also discussed parking fees at length.", "a", after.end + 300, 0.6)
+    other = item(4, "A rival bid for the stadium was turned down last year.", "b", 0, 0.7)
+    shapes = calibrate.answer_shapes("What did the council approve on Monday?", [other, far, after, best])
+    cited = {shape: [s.citations[0] for s in sentences] for shape, sentences in shapes.items()}
+    assert list(cited) == list(calibrate.SHAPES)
+    assert cited["best sentence"] == [1]
+    assert cited["best sentence and its neighbours"] == [1, 2]
+    assert cited["best sentence's article"] == [1, 2, 3]
+    assert cited["every evidence sentence"] == [1, 2, 3, 4]
+    assert cited["extractive answer"][0] == 1
+    assert calibrate.answer_shapes("Anything?", []) == dict.fromkeys(calibrate.SHAPES, [])
+
+
 def test_the_selection_grid_scores_the_shipped_settings_as_rag_eval_does(tmp_path, monkeypatch, real_embedder,
                                                                          counter):
     """The grid picks settings by what `rag eval` would report: at the shipped point both must
