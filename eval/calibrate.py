@@ -6,12 +6,13 @@ Usage:
     .venv/bin/python eval/calibrate.py GOLD.jsonl INDEX --shapes
 
 `--selection` instead scores a grid of the evidence-selection settings that decide which
-sentences an extractive answer quotes (CONTEXT_WEIGHT x PER_ARTICLE x GROUP_SHARE), with the rag
-eval metrics, and prints the pick: the highest sum of accuracy, citation precision and abstain recall.
+sentences an extractive answer quotes (CONTEXT_WEIGHT x PER_ARTICLE x GROUP_SHARE x EXTRACTIVE_MAX),
+with the rag eval metrics, and prints the pick: the highest sum of accuracy, citation precision and
+abstain recall.
 
 `--shapes` scores, on the questions the abstain decision answers, the extractive answer beside
-simpler answers from the same evidence (`answer_shapes`): the best sentence alone, with its
-neighbours, every evidence sentence of its article, every evidence sentence. They bound what
+simpler answers from the same evidence (`answer_shapes`): the best sentence alone, every evidence
+sentence of its article, every evidence sentence. They bound what
 choosing sentences can reach: no answer from the best sentence's article cites better than the
 best sentence alone, and none from the evidence holds the answer more often than all of it.
 
@@ -36,13 +37,14 @@ from rag import evidence, policy
 from rag.config import Settings
 from rag.evaluate import load_gold, score_answer, summarise
 from rag.filters import news_window
-from rag.pipeline import Pipeline, as_read, beside, compose, extractive
+from rag.pipeline import Pipeline, as_read, compose, extractive
 from rag.types import Sentence
 
 CONTEXT_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 PER_ARTICLES = (2, 3, 4, 6)
 GROUP_SHARES = (0.8, 0.82, 0.85, 0.86, 0.87, 0.88, 0.9)
-SETTINGS = ("CONTEXT_WEIGHT", "PER_ARTICLE", "GROUP_SHARE")
+EXTRACTIVE_MAXES = (3, 4, 5, 6)
+SETTINGS = ("CONTEXT_WEIGHT", "PER_ARTICLE", "GROUP_SHARE", "EXTRACTIVE_MAX")
 
 
 def feature_rows(gold: list[dict], index: str) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -117,7 +119,8 @@ def as_answer(chosen: list, sentences: list, abstained: bool, hits: list) -> dic
 
 
 def selection_grid(gold: list[dict], index: str) -> list[tuple[tuple, dict]]:
-    """((CONTEXT_WEIGHT, PER_ARTICLE, GROUP_SHARE), eval metrics of extractive answers) for every grid point."""
+    """((CONTEXT_WEIGHT, PER_ARTICLE, GROUP_SHARE, EXTRACTIVE_MAX), eval metrics of extractive answers) for
+    every grid point."""
     pipeline = Pipeline(Settings(index=index, mode="extractive"))
     saved = tuple(getattr(policy, name) for name in SETTINGS)
     embed = memoised(pipeline.embedder.embed)
@@ -132,12 +135,12 @@ def selection_grid(gold: list[dict], index: str) -> list[tuple[tuple, dict]]:
                 q = item["question"]
                 chosen = evidence.select(q, hits, embed, window=news_window(q, item.get("date")), apart=apart)
                 judged.append((item, hits, chosen, evidence.assess(q, chosen, hits).answerable))
-            for share in GROUP_SHARES:
-                policy.GROUP_SHARE = share
+            for share, most in itertools.product(GROUP_SHARES, EXTRACTIVE_MAXES):
+                policy.GROUP_SHARE, policy.EXTRACTIVE_MAX = share, most
                 rows = [score_answer(item, as_answer(chosen, extractive(item["question"], chosen) if ok else [],
                                                      not ok, hits))
                         for item, hits, chosen, ok in judged]
-                results.append(((weight, per_article, share), summarise(rows, {})["metrics"]))
+                results.append(((weight, per_article, share, most), summarise(rows, {})["metrics"]))
     finally:
         for name, value in zip(SETTINGS, saved, strict=True):
             setattr(policy, name, value)
@@ -156,15 +159,13 @@ def answer_shapes(question: str, items: list) -> dict[str, list[Sentence]]:
 
     return {
         "best sentence": quoting(lambda e: e is best),
-        "best sentence and its neighbours": quoting(lambda e: e is best or beside(e, best)),
         "best sentence's article": quoting(lambda e: e.doc_id == best.doc_id),
         "every evidence sentence": quoting(lambda e: True),
         "extractive answer": extractive(question, items),
     }
 
 
-SHAPES = ("best sentence", "best sentence and its neighbours", "best sentence's article",
-          "every evidence sentence", "extractive answer")
+SHAPES = ("best sentence", "best sentence's article", "every evidence sentence", "extractive answer")
 
 
 def shapes_report(gold: list[dict], index: str) -> list[tuple[str, dict]]:

@@ -267,8 +267,15 @@ def extractive(question: str, items: list[Evidence]) -> list[Sentence]:
     """The best evidence sentence; the best one for each further thing the question asks ("..., and
     who leads it?", "... in 2019, and who in 2025?"); then any nearly as relevant one that adds what
     the answer lacks: a question word not yet covered, or another article's account (another report,
-    often another event or date: the 2019 and the 2025 demands); and the evidence sentences just
-    before and after the best one in its article (`beside`)."""
+    often another event or date: the 2019 and the 2025 demands); and the other evidence sentences
+    of the best one's article, however far below it.
+
+    A news story names its subject in one sentence and gives the detail asked for in another ("...
+    will not run for reelection." "She has served since 1992."): the question's words match one,
+    the answer is in the other. The best sentence's article is the one most likely about the event
+    asked of, and quoting more of it mixes no further source into the answer. Only evidence
+    sentences are read this way (at most policy.PER_ARTICLE from one article), so the answer stays
+    on the question's topic."""
     if not items:
         return []
     ranked = sorted(items, key=lambda e: -e.score)
@@ -289,22 +296,11 @@ def extractive(question: str, items: list[Evidence]) -> list[Sentence]:
             continue
         adds = content_tokens(e.text) & asked - covered
         close = e.score >= policy.GROUP_SHARE * top
-        if (close and (e.doc_id not in articles or adds)) or beside(e, ranked[0]):
+        if (close and (e.doc_id not in articles or adds)) or e.doc_id == ranked[0].doc_id:
             picked.append(e)
             covered |= adds
             articles.add(e.doc_id)
     return [Sentence(e.text, [e.n], True) for e in sorted(picked, key=lambda e: e.n)]
-
-
-def beside(e: Evidence, best: Evidence) -> bool:
-    """Whether `e` is the sentence just before or just after `best` in the same article. A news
-    story often names its subject in one sentence and gives the detail asked for in the next ("...
-    will not run for reelection." "She has served since 1992."), or the other way round: the
-    question's words match one, the answer is in the other. Only evidence sentences are read this
-    way, so the answer stays on the question's topic."""
-    if e.doc_id != best.doc_id:
-        return False
-    return 0 <= e.start - best.end <= policy.ADJACENT_GAP or 0 <= best.start - e.end <= policy.ADJACENT_GAP
 
 
 def complete(question: str, sentences: list[Sentence], items: list[Evidence], notes: list[str]) -> list[Sentence]:

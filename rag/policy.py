@@ -35,9 +35,8 @@ SUPPORT_THRESHOLD = 0.6  # share of a sentence's content words its cited source 
 CLAUSE_TOKENS = 2  # clauses with at least this many content words are checked on their own
 CLAUSE_FLOOR = 0.6  # ... and must find this share of them in the cited source
 REPLACE_FLOOR = 0.25  # an unsupported sentence this close to an evidence sentence is replaced by it
-EXTRACTIVE_MAX = 4  # sentences in an extractive answer (grid on the 2023 calibration split; README "Eval")
+EXTRACTIVE_MAX = 5  # sentences in an extractive answer (`eval/calibrate.py --selection`; README "Eval")
 GROUP_SHARE = 0.87  # a further sentence joins the extractive answer only when this close to the best (calibration)
-ADJACENT_GAP = 4  # characters between two sentences that follow each other in an article: spaces, a paragraph break
 BASELINE_SENTENCES = 2  # `--mode baseline`: the top sentences by embedder cosine, nothing else
 
 # --- the abstain decision ------------------------------------------------------------------------

@@ -324,7 +324,8 @@ def test_a_part_the_question_search_misses_is_searched_on_its_own(tmp_path, real
         p.close()
 
 
-def test_extractive_quotes_the_sentences_beside_the_best_one_in_its_article():
+def test_extractive_quotes_the_other_evidence_sentences_of_the_best_ones_article():
+    from rag import policy
     from rag.pipeline import extractive
     from rag.types import Evidence
 
@@ -334,17 +335,20 @@ def test_extractive_quotes_the_sentences_beside_the_best_one_in_its_article():
 
     question = "Senator Ada Moss will not seek reelection. Since what year has she served?"
     lede = "Senator Ada Moss said on Tuesday that she will not seek reelection next year."
-    before = item(2, "Ada Moss spoke to reporters at the state capitol on Tuesday.", "a", 0, 0.5)
-    best = item(1, lede, "a", before.end + 1, 0.9)
-    # after a paragraph break
-    after = item(3, "The former mayor has served in the Senate since 1998.", "a", best.end + 2, 0.5)
-    later = item(4, "Her office declined to comment on any successor.", "a", after.end + 200, 0.5)
-    cited = [s.citations for s in extractive(question, [best, before, after, later])]
-    assert cited == [[1], [2], [3]]  # both neighbours, far below GROUP_SHARE; a later sentence does not come in
-    # the same sentence in another article is no neighbour
-    elsewhere = item(3, after.text, "b", after.start, 0.5)
-    assert [s.citations for s in extractive(question, [best, elsewhere, later])] == [[1]]
-    # only the best sentence is read on: the neighbour of a further picked sentence stays out
+    best = item(1, lede, "a", 0, 0.9)
+    served = item(4, "The former mayor has served in the Senate since 1998.", "a", 900, 0.4)
+    # far below GROUP_SHARE and far from the best one in the article: it still comes in
+    assert [s.citations for s in extractive(question, [best, served])] == [[1], [4]]
+    # the same sentence in another article does not, nor a weak sentence of a further picked article
+    elsewhere = item(4, served.text, "b", 0, 0.4)
+    assert [s.citations for s in extractive(question, [best, elsewhere])] == [[1]]
     other = item(2, "Aides to Senator Ada Moss said last year that she might not seek reelection.", "c", 0, 0.85)
-    next_to_other = item(3, after.text, "c", other.end + 1, 0.5)
-    assert [s.citations for s in extractive(question, [best, other, next_to_other])] == [[1], [2]]
+    weak_of_other = item(3, served.text, "c", 500, 0.4)
+    assert [s.citations for s in extractive(question, [best, other, weak_of_other])] == [[1], [2]]
+    # at most policy.EXTRACTIVE_MAX sentences, the best ones first
+    many = [item(n, f"Ada Moss remark number {n} about her plans for the district.", "a", 100 * n, 0.5 - n / 100)
+            for n in range(2, 9)]
+    cited = [s.citations[0] for s in extractive(question, [best, *many])]
+    assert cited == list(range(1, policy.EXTRACTIVE_MAX + 1))
+
+
