@@ -5,8 +5,8 @@ Shape: Hits (chunks) -> candidate sentences with absolute offsets -> relevance =
 embedder's cosine (raised, for the leading candidates, by what reading the sentence after the one
 before it adds) and the share of the question's content words the sentence and its article's
 title, publisher and date hold -> greedy selection that skips near-copies (folded into
-`also_reported_by`) and keeps at most a few sentences per article, so two crises reported on two
-dates both reach the prompt.
+`also_reported_by`), at most policy.PER_ARTICLE sentences per article; a question that asks two
+things gets the best sentence for each part into the evidence (`speaking_to_parts`).
 
 The abstain decision is one calibrated score over a handful of features (`features`, scored by
 rag.policy.answer_score): how close the best sentence is, whether the question's names and

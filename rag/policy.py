@@ -17,7 +17,7 @@ STANDALONE_WORDS = 3  # a part of a question with this many content words can be
 
 # --- evidence selection (rag.evidence.select) ---------------------------------------------------
 DENSE_WEIGHT = 0.6  # relevance = 0.6 * cosine + 0.4 * question-word coverage (+ bonuses)
-CONTEXT_WEIGHT = 0.4  # weight of what reading a sentence after the one before it adds to its cosine (README "Eval")
+CONTEXT_WEIGHT = 0.2  # weight of what reading a sentence after the one before it adds to its cosine (`--selection`)
 CONTEXT_POOL = 24  # ... for this many leading candidates: 4x the sentences kept, a third of the embedding work
 ANSWER_TYPE_BONUS = 0.1  # the sentence holds something of the kind asked for that the question lacks
 SOURCE_BONUS = 0.1  # the question names this article's publisher ("according to X")
@@ -26,7 +26,7 @@ NEW_NAME_BONUS = 0.1  # a who/which/where question, and the sentence names somet
 RECENT_BONUS = 0.1  # a "this week" question, and the sentence's article is from those days (calibration split)
 NEWS_DAYS = 9  # any other question: the same bonus for the days before asking (rag.filters.news_window)
 MIN_WORDS = 4  # shorter "sentences" are headings or bylines, not evidence
-PER_ARTICLE = 4  # at most this many evidence sentences from one article (grid on the calibration split; README "Eval")
+PER_ARTICLE = 6  # at most this many evidence sentences from one article; 6 of 6 kept: no cap (`--selection` grid)
 NEAR_COPY = 0.75  # token Jaccard at which two sentences say the same thing
 EVIDENCE_SENTENCES = 6  # sentences shown to the model
 
@@ -36,7 +36,7 @@ CLAUSE_TOKENS = 2  # clauses with at least this many content words are checked o
 CLAUSE_FLOOR = 0.6  # ... and must find this share of them in the cited source
 REPLACE_FLOOR = 0.25  # an unsupported sentence this close to an evidence sentence is replaced by it
 EXTRACTIVE_MAX = 5  # sentences in an extractive answer (`eval/calibrate.py --selection`; README "Eval")
-GROUP_SHARE = 0.87  # a further sentence joins the extractive answer only when this close to the best (calibration)
+GROUP_SHARE = 0.86  # another article's sentence joins the extractive answer when this close to the best (`--selection`)
 BASELINE_SENTENCES = 2  # `--mode baseline`: the top sentences by embedder cosine, nothing else
 
 # --- the abstain decision ------------------------------------------------------------------------
