@@ -12,9 +12,9 @@ abstain recall.
 
 `--shapes` scores, on the questions the abstain decision answers, the extractive answer beside
 simpler answers from the same evidence (`answer_shapes`): the best sentence alone, every evidence
-sentence of its article, every evidence sentence. They bound what
-choosing sentences can reach: no answer from the best sentence's article cites better than the
-best sentence alone, and none from the evidence holds the answer more often than all of it.
+sentence of its article, every evidence sentence. They bound what choosing sentences can reach:
+an answer from the best sentence's article cites about as well as the best sentence alone (their
+citations share its article), and none from the evidence holds the answer more often than all of it.
 
 Run it on the calibration split only (RealTimeQA weeks of 2023: eval/data/realtimeqa/calib, made
 by eval/realtimeqa.py), never on a test split or the committed gold sets. It computes the
