@@ -47,6 +47,13 @@ EXTRACTIVE_MAXES = (3, 4, 5, 6)
 SETTINGS = ("CONTEXT_WEIGHT", "PER_ARTICLE", "GROUP_SHARE", "EXTRACTIVE_MAX")
 
 
+def evidence_for(pipeline: Pipeline, item: dict) -> tuple[list, list]:
+    """A gold question's retrieved chunks and evidence sentences, as `rag ask` finds them on its day."""
+    q = item["question"]
+    hits, apart = pipeline.search(q, pipeline.settings.k, as_of=item.get("date"))
+    return hits, evidence.select(q, hits, pipeline.embedder.embed, window=news_window(q, item.get("date")), apart=apart)
+
+
 def feature_rows(gold: list[dict], index: str) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """One row of features per question, the answerable labels, and the raw values for the TSV."""
     pipeline = Pipeline(Settings(index=index, mode="extractive"))
@@ -54,9 +61,7 @@ def feature_rows(gold: list[dict], index: str) -> tuple[np.ndarray, np.ndarray, 
     try:
         for item in gold:
             q = item["question"]
-            hits, apart = pipeline.search(q, pipeline.settings.k, as_of=item.get("date"))
-            window = news_window(q, item.get("date"))
-            chosen = evidence.select(q, hits, pipeline.embedder.embed, window=window, apart=apart)
+            hits, chosen = evidence_for(pipeline, item)
             values, missing = evidence.features(q, chosen, hits)
             rows.append([values[name] for name in policy.FEATURES])
             labels.append(1.0 if item["answerable"] else 0.0)
@@ -175,9 +180,7 @@ def shapes_report(gold: list[dict], index: str) -> list[tuple[str, dict]]:
     try:
         for item in gold:
             q = item["question"]
-            hits, apart = pipeline.search(q, pipeline.settings.k, as_of=item.get("date"))
-            chosen = evidence.select(q, hits, pipeline.embedder.embed, window=news_window(q, item.get("date")),
-                                     apart=apart)
+            hits, chosen = evidence_for(pipeline, item)
             if not evidence.assess(q, chosen, hits).answerable:
                 continue
             for shape, sentences in answer_shapes(q, chosen).items():

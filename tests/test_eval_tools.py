@@ -109,6 +109,7 @@ def test_the_selection_pick_is_the_best_sum_of_the_three_rates(capsys):
 
 
 def test_answer_shapes_bound_the_extractive_answer_from_the_same_evidence():
+    from rag.pipeline import extractive
     from rag.types import Evidence
 
     calibrate = _load("calibrate")
@@ -121,13 +122,14 @@ def test_answer_shapes_bound_the_extractive_answer_from_the_same_evidence():
     after = item(2, "The budget sets aside 40 million for the roof.", "a", best.end + 1, 0.5)
     far = item(3, "Council members also discussed parking fees at length.", "a", after.end + 300, 0.6)
     other = item(4, "A rival bid for the stadium was turned down last year.", "b", 0, 0.7)
-    shapes = calibrate.answer_shapes("What did the council approve on Monday?", [other, far, after, best])
+    question, items = "What did the council approve on Monday?", [other, far, after, best]
+    shapes = calibrate.answer_shapes(question, items)
     cited = {shape: [s.citations[0] for s in sentences] for shape, sentences in shapes.items()}
     assert list(cited) == list(calibrate.SHAPES)
     assert cited["best sentence"] == [1]
     assert cited["best sentence's article"] == [1, 2, 3]
     assert cited["every evidence sentence"] == [1, 2, 3, 4]
-    assert cited["extractive answer"][0] == 1
+    assert shapes["extractive answer"] == extractive(question, items)  # the answer `rag ask` gives
     assert calibrate.answer_shapes("Anything?", []) == dict.fromkeys(calibrate.SHAPES, [])
 
 
