@@ -51,14 +51,30 @@ BASELINE_SENTENCES = 2  # `--mode baseline`: the top sentences by embedder cosin
 #   typed      1 when the question asks for no particular kind of answer, or an evidence
 #              sentence holds one (a date for "when", a number for "how many"); else 0
 FEATURES = ("best", "cosine", "keys", "covered", "typed")
-# Refitted when CONTEXT_WEIGHT moved to 0.2 (the relevance `best` reads changed with it).
+# The settings above that move what the features read (relevance, the evidence kept, the days
+# preferred). The decision is fitted at their values and FITTED_AT records them: a test fails when
+# one changes without a refit (a stale fit once outlived two changes to the relevance it weighs).
+FEATURE_SETTINGS = ("STANDALONE_WORDS", "DENSE_WEIGHT", "CONTEXT_WEIGHT", "CONTEXT_POOL", "ANSWER_TYPE_BONUS",
+                    "SOURCE_BONUS", "NOVELTY_WEIGHT", "NEW_NAME_BONUS", "RECENT_BONUS", "NEWS_DAYS", "MIN_WORDS",
+                    "PER_ARTICLE", "NEAR_COPY", "EVIDENCE_SENTENCES")
 # fitted by eval/calibrate.py (begin)
 # calibration: eval/data/realtimeqa/calib/gold.jsonl, 249 questions:
 # false-abstain 3.0%, abstain recall 20.4% (49 unanswerable)
 WEIGHTS = {"best": 1.185, "cosine": 1.416, "keys": 0.448, "covered": 0.972, "typed": -0.000}
 BIAS = -2.856
 ANSWER_AT = 0.331  # answer when the score is at least this
+FITTED_AT = {
+    "STANDALONE_WORDS": 3, "DENSE_WEIGHT": 0.6, "CONTEXT_WEIGHT": 0.2, "CONTEXT_POOL": 24,
+    "ANSWER_TYPE_BONUS": 0.1, "SOURCE_BONUS": 0.1, "NOVELTY_WEIGHT": 0.2, "NEW_NAME_BONUS": 0.1,
+    "RECENT_BONUS": 0.1, "NEWS_DAYS": 9, "MIN_WORDS": 4, "PER_ARTICLE": 6,
+    "NEAR_COPY": 0.75, "EVIDENCE_SENTENCES": 6,
+}
 # fitted by eval/calibrate.py (end)
+
+
+def feature_settings() -> dict[str, float]:
+    """The current values of FEATURE_SETTINGS: what FITTED_AT must equal."""
+    return {name: globals()[name] for name in FEATURE_SETTINGS}
 
 
 def answer_score(values: dict[str, float]) -> float:

@@ -84,6 +84,21 @@ def test_calibration_fits_the_direction_and_keeps_false_abstains_in_bounds():
         assert np.mean(scores[y == 0] < cutoff) > 0.5  # and it still catches most of the easy unanswerable
 
 
+def test_the_printed_block_is_the_policy_block_with_the_settings_it_was_fitted_at(monkeypatch):
+    from rag import policy
+    calibrate = _load("calibrate")
+    monkeypatch.setattr(policy, "CONTEXT_WEIGHT", 0.35)  # a setting the features read, changed
+    block = calibrate.fitted_block(np.array([1.0, 2.0, 0.5, 0.25, -0.125]), -2.5, 0.4, "calibration: 3 questions")
+    lines = block.splitlines()
+    assert lines[0] == "# fitted by eval/calibrate.py (begin)" and lines[-1] == "# fitted by eval/calibrate.py (end)"
+    assert max(len(line) for line in lines) <= 120  # ruff's line length: it pastes into rag/policy.py as printed
+    fitted: dict = {}
+    exec(block, {}, fitted)  # the block is Python: what runs in rag/policy.py once pasted
+    assert fitted["WEIGHTS"] == {"best": 1.0, "cosine": 2.0, "keys": 0.5, "covered": 0.25, "typed": -0.125}
+    assert (fitted["BIAS"], fitted["ANSWER_AT"]) == (-2.5, 0.4)
+    assert fitted["FITTED_AT"] == policy.feature_settings() and fitted["FITTED_AT"]["CONTEXT_WEIGHT"] == 0.35
+
+
 def test_the_selection_grid_embeds_each_text_once_and_keeps_its_vector():
     calibrate = _load("calibrate")
     calls: list[list[str]] = []
