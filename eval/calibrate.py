@@ -8,7 +8,8 @@ Usage:
 `--selection` instead scores a grid of the evidence-selection settings that decide which
 sentences an extractive answer quotes (CONTEXT_WEIGHT x PER_ARTICLE x GROUP_SHARE x EXTRACTIVE_MAX),
 with the rag eval metrics, and prints the pick: the highest sum of accuracy, citation precision and
-abstain recall.
+abstain recall. A pick that moves CONTEXT_WEIGHT or PER_ARTICLE moves the abstain features too
+(policy.FEATURE_SETTINGS): refit the decision after pasting it.
 
 `--shapes` scores, on the questions the abstain decision answers, the extractive answer beside
 simpler answers from the same evidence (`answer_shapes`): the best sentence alone, every evidence
