@@ -240,10 +240,10 @@ def main() -> None:
     w, b = fit_logistic(x, y)
     scores = 1 / (1 + np.exp(-(x @ w + b)))
     cutoff = pick_cutoff(scores, y, args.max_false_abstain)
-    print(fitted_block(w, b, cutoff, f"calibration: {args.gold}, {len(y)} questions:\n# {report(scores, y, cutoff)}"))
+    print(fitted_block(w, b, cutoff, [f"calibration: {args.gold}, {len(y)} questions:", report(scores, y, cutoff)]))
 
 
-def fitted_block(w: np.ndarray, bias: float, cutoff: float, header: str) -> str:
+def fitted_block(w: np.ndarray, bias: float, cutoff: float, notes: list[str]) -> str:
     """The block between the "fitted by eval/calibrate.py" markers of rag/policy.py: the fit, and the
     settings its features were read at (FITTED_AT; a test holds them equal to the current ones)."""
     weights = ", ".join(f'"{name}": {value:.3f}' for name, value in zip(policy.FEATURES, w, strict=True))
@@ -251,7 +251,7 @@ def fitted_block(w: np.ndarray, bias: float, cutoff: float, header: str) -> str:
     rows = [", ".join(settings[i:i + 4]) + "," for i in range(0, len(settings), 4)]
     return "\n".join([
         "# fitted by eval/calibrate.py (begin)",
-        f"# {header}",
+        *(f"# {note}" for note in notes),
         f"WEIGHTS = {{{weights}}}",
         f"BIAS = {bias:.3f}",
         f"ANSWER_AT = {cutoff:.3f}  # answer when the score is at least this",

@@ -88,9 +88,10 @@ def test_the_printed_block_is_the_policy_block_with_the_settings_it_was_fitted_a
     from rag import policy
     calibrate = _load("calibrate")
     monkeypatch.setattr(policy, "CONTEXT_WEIGHT", 0.35)  # a setting the features read, changed
-    block = calibrate.fitted_block(np.array([1.0, 2.0, 0.5, 0.25, -0.125]), -2.5, 0.4, "calibration: 3 questions")
+    block = calibrate.fitted_block(np.array([1.0, 2.0, 0.5, 0.25, -0.125]), -2.5, 0.4, ["calibration: 3 questions"])
     lines = block.splitlines()
-    assert lines[0] == "# fitted by eval/calibrate.py (begin)" and lines[-1] == "# fitted by eval/calibrate.py (end)"
+    assert lines[:2] == ["# fitted by eval/calibrate.py (begin)", "# calibration: 3 questions"]
+    assert lines[-1] == "# fitted by eval/calibrate.py (end)"
     assert max(len(line) for line in lines) <= 120  # ruff's line length: it pastes into rag/policy.py as printed
     fitted: dict = {}
     exec(block, {}, fitted)  # the block is Python: what runs in rag/policy.py once pasted
