@@ -152,9 +152,19 @@ def speaking_to_parts(question: str, ranked: list, words: Callable) -> list[list
     `words(item)` gives an item's tokens (with its article's title, publisher and date) and its
     article's date, None when undated: an undated article may be from any year a part asks about."""
     held = [words(x) for x in ranked]
-    return [[x for x, (tokens, dated) in zip(ranked, held, strict=True)
-             if any(mentioned(t, tokens) or (not dated and _YEAR.fullmatch(t)) for t in terms)]
+    return [[x for x, (tokens, dated) in zip(ranked, held, strict=True) if _speaks(terms, tokens, dated)]
             for terms in part_terms(question)]
+
+
+def _speaks(terms: set[str], tokens: set[str], dated: str | None) -> bool:
+    """Whether an item holds one of a part's own words. A part that names a year asks about that
+    year: a dated item speaks to it only when it names the year too (its article's date counts)."""
+    years = {t for t in terms if _YEAR.fullmatch(t)}
+    if not dated:
+        return bool(years) or any(mentioned(t, tokens) for t in terms)
+    if years and not any(mentioned(y, tokens) for y in years):
+        return False
+    return any(mentioned(t, tokens) for t in terms)
 
 
 def standalone_parts(question: str) -> list[str]:

@@ -343,6 +343,8 @@ ASKS = [  # (question pattern, what an answer holds)
 # "who ...", "... which company ...", "where ...": the answer is most likely someone or something named.
 ASKS_ENTITY = re.compile(r"\b(who|whom|whose|which|where)\b", re.I)
 QUESTION_CLAUSES = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+_YEAR = re.compile(r"\b(?:1[89]|20)\d\d\b")
+
 # Where one question asks a second thing: "..., and who leads it?", "... in 2019, and who in 2025?",
 # "What was X's stance in 2019 compared with 2025?". Coordination of two asking clauses only: "Kenya
 # and Uganda" or "killed and injured" join words, not questions.
@@ -352,10 +354,17 @@ _PART_BREAK = re.compile(r",?\s+and\s+(?=(?:who|whom|whose|what|which|where|when
 
 
 def question_parts(question: str) -> list[str]:
-    """The asking clauses of a question that asks two or more things, else [question]."""
+    """The asking clauses of a question that asks two or more things, else [question]. A question
+    that asks one thing of two years or more ("Where did the 2019 and the 2023 floods start?") asks
+    it of each: one part per year, the other years left out."""
     parts = [p.strip(" ,;?") for p in _PART_BREAK.split(question)]
     parts = [p for p in parts if p]
-    return parts if len(parts) >= 2 else [question]
+    if len(parts) >= 2:
+        return parts
+    years = list(dict.fromkeys(_YEAR.findall(question)))
+    if len(years) >= 2:
+        return [_YEAR.sub(lambda m, y=y: m.group(0) if m.group(0) == y else "", question) for y in years]
+    return [question]
 
 
 # Relative time in a question, and how many days back from the day it is asked it reaches
@@ -374,9 +383,6 @@ def recency_days(question: str) -> int | None:
     """How far back from the day of asking the question looks ("this week": 9 days), or None."""
     days = [d for pattern, d in RELATIVE_TIME if pattern.search(question)]
     return min(days) if days else None
-
-
-_YEAR = re.compile(r"\b(?:1[89]|20)\d\d\b")
 
 
 def years_named(question: str) -> list[int]:

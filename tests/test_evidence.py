@@ -287,6 +287,25 @@ def test_a_two_part_question_gets_a_sentence_for_each_part_into_the_evidence():
     assert new not in [e.text for e in evidence.select("Who chaired the 2019 harbour inquiry?", hits, bag_embed, limit)]
 
 
+def test_a_part_that_names_a_year_is_answered_from_that_year():
+    question = "Which official spoke for the harbour board in 2024, and which envoy held talks in 2019?"
+    spoke_2019 = "The board's official spoke to the fishermen."  # a word of the 2024 part, in a 2019 report
+    spoke_2024 = "Ana Lind now speaks for the harbour board."
+    envoy_2019 = "Envoy Piet Hols held talks with the union."
+    items = [(spoke_2019, "2019-05-01"), (spoke_2024, "2024-03-01"), (envoy_2019, "2019-05-02")]
+
+    def words(item):
+        text, day = item
+        return content_tokens(text) | evidence.context_tokens(None, None, day), day
+
+    (for_2024, for_2019) = evidence.speaking_to_parts(question, items, words)
+    assert [t for t, _ in for_2024] == [spoke_2024]
+    assert [t for t, _ in for_2019] == [spoke_2019, envoy_2019]
+    # an undated report may be from either year
+    undated = ("The board's official spoke again.", None)
+    assert all(undated in part for part in evidence.speaking_to_parts(question, [undated], words))
+
+
 def test_a_sentence_is_as_relevant_as_it_is_to_the_part_it_answers():
     question = "Which union called the ferry strike in Harbor City, and who won the chess championship in Dunmore?"
     parts = evidence.standalone_parts(question)

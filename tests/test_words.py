@@ -36,6 +36,10 @@ def test_acronyms_need_two_capitalised_words():
     ("How many homes flooded in 2021 and in 2023?", ["How many homes flooded in 2021", "in 2023"]),
     ("What was the mayor's stance in 2020 compared with 2022?", ["What was the mayor's stance in 2020", "2022"]),
     ("What did the council and the union agree?", ["What did the council and the union agree?"]),  # joins words
+    # the same ask of two years: one part per year, the other year left out
+    ("Where did the 2019 flood and the 2023 flood start?",
+     ["Where did the 2019 flood and the  flood start?", "Where did the  flood and the 2023 flood start?"]),
+    ("Who won the 2019 race?", ["Who won the 2019 race?"]),
     ("Who won?", ["Who won?"]),
 ])
 def test_a_question_that_asks_two_things_splits_into_its_asks(question, parts):
