@@ -6,9 +6,10 @@ Usage:
     .venv/bin/python eval/calibrate.py GOLD.jsonl INDEX --shapes
 
 `--selection` instead scores a grid of the evidence-selection settings that decide which
-sentences an extractive answer quotes (CONTEXT_WEIGHT x PER_ARTICLE x GROUP_SHARE x EXTRACTIVE_MAX),
+sentences an extractive answer quotes (CONTEXT_WEIGHT x PER_ARTICLE x EVIDENCE_SENTENCES x GROUP_SHARE x
+EXTRACTIVE_MAX),
 with the rag eval metrics, and prints the pick: the highest sum of accuracy, citation precision and
-abstain recall. A pick that moves CONTEXT_WEIGHT or PER_ARTICLE moves the abstain features too
+abstain recall. A pick that moves CONTEXT_WEIGHT, PER_ARTICLE or EVIDENCE_SENTENCES moves the abstain features too
 (policy.FEATURE_SETTINGS): refit the decision after pasting it.
 
 `--shapes` scores, on the questions the abstain decision answers, the extractive answer beside
@@ -44,8 +45,9 @@ from rag.types import Sentence
 CONTEXT_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 PER_ARTICLES = (2, 3, 4, 6)
 GROUP_SHARES = (0.8, 0.82, 0.85, 0.86, 0.87, 0.88, 0.9)
-EXTRACTIVE_MAXES = (3, 4, 5, 6)
-SETTINGS = ("CONTEXT_WEIGHT", "PER_ARTICLE", "GROUP_SHARE", "EXTRACTIVE_MAX")
+EVIDENCE_COUNTS = (6, 8, 10, 12)
+EXTRACTIVE_MAXES = (3, 4, 5, 6, 7, 8)
+SETTINGS = ("CONTEXT_WEIGHT", "PER_ARTICLE", "EVIDENCE_SENTENCES", "GROUP_SHARE", "EXTRACTIVE_MAX")
 
 
 def evidence_for(pipeline: Pipeline, item: dict) -> tuple[list, list]:
@@ -125,8 +127,8 @@ def as_answer(chosen: list, sentences: list, abstained: bool, hits: list) -> dic
 
 
 def selection_grid(gold: list[dict], index: str) -> list[tuple[tuple, dict]]:
-    """((CONTEXT_WEIGHT, PER_ARTICLE, GROUP_SHARE, EXTRACTIVE_MAX), eval metrics of extractive answers) for
-    every grid point."""
+    """((CONTEXT_WEIGHT, PER_ARTICLE, EVIDENCE_SENTENCES, GROUP_SHARE, EXTRACTIVE_MAX), eval metrics of
+    extractive answers) for every grid point."""
     pipeline = Pipeline(Settings(index=index, mode="extractive"))
     saved = tuple(getattr(policy, name) for name in SETTINGS)
     embed = memoised(pipeline.embedder.embed)
@@ -134,19 +136,20 @@ def selection_grid(gold: list[dict], index: str) -> list[tuple[tuple, dict]]:
     try:
         searched = [(item, *pipeline.search(item["question"], pipeline.settings.k, as_of=item.get("date")))
                     for item in gold]
-        for weight, per_article in itertools.product(CONTEXT_WEIGHTS, PER_ARTICLES):
-            policy.CONTEXT_WEIGHT, policy.PER_ARTICLE = weight, per_article
+        for weight, per_article, kept in itertools.product(CONTEXT_WEIGHTS, PER_ARTICLES, EVIDENCE_COUNTS):
+            policy.CONTEXT_WEIGHT, policy.PER_ARTICLE, policy.EVIDENCE_SENTENCES = weight, per_article, kept
             judged = []
             for item, hits, apart in searched:
                 q = item["question"]
-                chosen = evidence.select(q, hits, embed, window=news_window(q, item.get("date")), apart=apart)
+                chosen = evidence.select(q, hits, embed, limit=kept, window=news_window(q, item.get("date")),
+                                         apart=apart)
                 judged.append((item, hits, chosen, evidence.assess(q, chosen, hits).answerable))
             for share, most in itertools.product(GROUP_SHARES, EXTRACTIVE_MAXES):
                 policy.GROUP_SHARE, policy.EXTRACTIVE_MAX = share, most
                 rows = [score_answer(item, as_answer(chosen, extractive(item["question"], chosen) if ok else [],
                                                      not ok, hits))
                         for item, hits, chosen, ok in judged]
-                results.append(((weight, per_article, share, most), summarise(rows, {})["metrics"]))
+                results.append(((weight, per_article, kept, share, most), summarise(rows, {})["metrics"]))
     finally:
         for name, value in zip(SETTINGS, saved, strict=True):
             setattr(policy, name, value)

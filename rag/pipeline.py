@@ -27,7 +27,6 @@ from rag.types import Answer, Citation, Evidence, Hit, Retrieved, Sentence
 from rag.words import content_tokens, covered, passage_tokens
 
 MAX_QUESTION_CHARS = 2000
-EVIDENCE_SENTENCES = policy.EVIDENCE_SENTENCES
 ANSWER_MARGIN_TOKENS = 16
 
 _HAS_WORD = re.compile(r"\w")
@@ -157,7 +156,7 @@ class Pipeline:
         else:
             hits, apart = self.search(q, k, filters, as_of)
             window = news_window(q, as_of)
-            chosen = evidence.select(q, hits, self.embedder.embed, EVIDENCE_SENTENCES, window, apart)
+            chosen = evidence.select(q, hits, self.embedder.embed, policy.EVIDENCE_SENTENCES, window, apart)
             assessment = evidence.assess(q, chosen, hits)
         retrieve_ms = _ms(started)
         retrieved = [Retrieved(h.rank, h.doc_id, h.chunk_id, round(h.score, 6), list(h.also_reported_by),
@@ -173,7 +172,7 @@ class Pipeline:
             sentences = extractive(q, chosen)
         elif assessment.answerable:
             model_info["llm"] = self.llm.name
-            packed = self._pack(q, chosen)
+            packed = self._pack(q, chosen[:policy.PROMPT_SENTENCES])
             draft = self._generate(q, packed, on_token)
             verified = citations.verify(draft.text, packed, policy.SUPPORT_THRESHOLD, question=q)
             notes += verified.notes

@@ -117,11 +117,12 @@ def test_the_selection_grid_embeds_each_text_once_and_keeps_its_vector():
 
 def test_the_selection_pick_is_the_best_sum_of_the_three_rates(capsys):
     calibrate = _load("calibrate")
-    rates = [(0.0, 3, 0.85, 4, 0.60, 0.70, 0.20), (0.3, 4, 0.87, 5, 0.62, 0.71, 0.20),
-             (0.5, 6, 0.90, 3, 0.70, 0.60, 0.10)]
-    calibrate.print_selection([((w, p, s, n), {"accuracy": a, "citation_precision": c, "abstain_recall": r,
-                                               "false_abstain_rate": 0.03}) for w, p, s, n, a, c, r in rates])
-    assert "CONTEXT_WEIGHT = 0.3\nPER_ARTICLE = 4\nGROUP_SHARE = 0.87\nEXTRACTIVE_MAX = 5" in capsys.readouterr().out
+    rates = [(0.0, 3, 6, 0.85, 4, 0.60, 0.70, 0.20), (0.3, 4, 10, 0.87, 5, 0.62, 0.71, 0.20),
+             (0.5, 6, 8, 0.90, 3, 0.70, 0.60, 0.10)]
+    calibrate.print_selection([((w, p, k, s, n), {"accuracy": a, "citation_precision": c, "abstain_recall": r,
+                                                  "false_abstain_rate": 0.03}) for w, p, k, s, n, a, c, r in rates])
+    assert ("CONTEXT_WEIGHT = 0.3\nPER_ARTICLE = 4\nEVIDENCE_SENTENCES = 10\nGROUP_SHARE = 0.87\nEXTRACTIVE_MAX = 5"
+            in capsys.readouterr().out)
 
 
 def test_answer_shapes_bound_the_extractive_answer_from_the_same_evidence():
@@ -166,6 +167,7 @@ def test_the_selection_grid_scores_the_shipped_settings_as_rag_eval_does(tmp_pat
     calibrate = _load("calibrate")
     monkeypatch.setattr(calibrate, "CONTEXT_WEIGHTS", (policy.CONTEXT_WEIGHT,))
     monkeypatch.setattr(calibrate, "PER_ARTICLES", (policy.PER_ARTICLE,))
+    monkeypatch.setattr(calibrate, "EVIDENCE_COUNTS", (policy.EVIDENCE_SENTENCES,))
     monkeypatch.setattr(calibrate, "GROUP_SHARES", (policy.GROUP_SHARE,))
     monkeypatch.setattr(calibrate, "EXTRACTIVE_MAXES", (policy.EXTRACTIVE_MAX,))
     gold = load_gold(EVAL / "news" / "gold.jsonl")
